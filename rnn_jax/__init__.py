@@ -1,0 +1,38 @@
+"""rnn_jax: functional LSTM/GRU cells, sequence runners and language models in JAX.
+
+A cell is three pure functions over NamedTuple pytrees (the lecture notes' notation: W recurrent, U input):
+
+    params = lstm.init(key, input_size=E, hidden_size=H)
+    carry = lstm.initial_state(H, batch_shape=(B,))
+    carry, h = lstm.step(params, carry, x)            # x: (B, E) -> h: (B, H)
+    carry, hs = rnn_jax.scan(lstm.step, params, carry, xs)   # xs: (B, T, E) -> hs: (B, T, H)
+"""
+
+from rnn_jax import initializers
+from rnn_jax._checks import DTypeError, ShapeError
+from rnn_jax.cells import CELLS, HiddenState, elman, get_cell, gru, lstm
+from rnn_jax.counting import count_params, param_breakdown
+from rnn_jax.runners import get_runner, hoisted_scan, scan, unrolled
+from rnn_jax.stack import Stacked, run_layers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CELLS",
+    "DTypeError",
+    "HiddenState",
+    "ShapeError",
+    "Stacked",
+    "count_params",
+    "elman",
+    "get_cell",
+    "get_runner",
+    "gru",
+    "hoisted_scan",
+    "initializers",
+    "lstm",
+    "param_breakdown",
+    "run_layers",
+    "scan",
+    "unrolled",
+]

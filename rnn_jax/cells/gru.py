@@ -1,0 +1,190 @@
+"""GRU cell: the notes' form by default, the cuDNN/PyTorch form as an option.
+
+Notes' form (Chung et al. 2014, Haiku's GRU), parameters `GRUParams`::
+
+    r_t = σ(W_r h_{t-1} + U_r x_t + b_r)               reset gate
+    u_t = σ(W_u h_{t-1} + U_u x_t + b_u)               update gate
+    g_t = tanh(W_g (r_t ⊙ h_{t-1}) + U_g x_t + b_g)    candidate: reset before the recurrent product
+    h_t = u_t ⊙ g_t + (1 − u_t) ⊙ h_{t-1}
+
+Reset-after form (cuDNN, PyTorch, Flax's GRUCell), parameters `GRUResetAfterParams`, selected with
+`init(..., reset_after=True)`; it has an extra recurrent candidate bias b_rg::
+
+    g_t = tanh(U_g x_t + b_g + r_t ⊙ (W_g h_{t-1} + b_rg))
+
+The update gate keeps the notes' polarity in both forms (u weights the new candidate); PyTorch's z is 1 − u,
+which `rnn_jax.convert.pytorch` maps exactly by negating the z weights. The parameters' type selects the
+form, so `step` needs no flag.
+
+Parameter layout: gates stacked along a leading axis in the order `GATES = ("r", "u", "g")`: U (3, H, E),
+W (3, H, H), b (3, H) or None.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from rnn_jax import gru
+    >>> params = gru.init(jax.random.key(0), 10, 20)
+    >>> carry, h = gru.step(params, gru.initial_state(20, (2,)), jnp.ones((2, 10)))
+    >>> h.shape
+    (2, 20)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax import _checks
+from rnn_jax.cells import _common
+from rnn_jax.cells._common import HiddenState
+from rnn_jax.initializers import InitScheme
+
+GATES = ("r", "u", "g")
+GATE_INDEX = {name: k for k, name in enumerate(GATES)}
+NUM_GATES = len(GATES)
+R, UPD, G = GATE_INDEX["r"], GATE_INDEX["u"], GATE_INDEX["g"]
+
+
+class GRUParams(NamedTuple):
+    """GRU parameters, notes' form (reset before the recurrent product); gates in `GATES` order.
+
+    Attributes:
+        W: recurrent weights, (3, H, H).
+        U: input weights, (3, H, E).
+        b: biases, (3, H), or None.
+    """
+
+    W: jax.Array
+    U: jax.Array
+    b: Optional[jax.Array]
+
+
+class GRUResetAfterParams(NamedTuple):
+    """GRU parameters, cuDNN/PyTorch form (reset after the recurrent product).
+
+    Attributes:
+        W: recurrent weights, (3, H, H).
+        U: input weights, (3, H, E).
+        b: input-side biases, (3, H), or None.
+        b_rg: recurrent candidate bias b_rg, (H,), or None (present exactly when b is).
+    """
+
+    W: jax.Array
+    U: jax.Array
+    b: Optional[jax.Array]
+    b_rg: Optional[jax.Array]
+
+
+GRUState = HiddenState
+
+
+def init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    use_bias: bool = True,
+    dtype=jnp.float32,
+    initializer: str | InitScheme = "pytorch",
+    init_scale: float | None = None,
+    reset_after: bool = False,
+) -> GRUParams | GRUResetAfterParams:
+    """Creates GRU parameters.
+
+    Args:
+        key: PRNG key.
+        input_size: E.
+        hidden_size: H.
+        use_bias: whether the gates have biases.
+        dtype: parameter dtype; the computation runs in it.
+        initializer: scheme name ("pytorch", "uniform", "orthogonal") or an `InitScheme`.
+        init_scale: s for initializer="uniform".
+        reset_after: False for the notes' form (`GRUParams`), True for the cuDNN/PyTorch form
+            (`GRUResetAfterParams`).
+
+    Returns:
+        `GRUParams` or `GRUResetAfterParams` with W (3, H, H), U (3, H, E), b (3, H) or None.
+    """
+    key, key_rg = jax.random.split(key)
+    W, U, b, scheme = _common.init_weights(key, NUM_GATES, input_size, hidden_size, use_bias=use_bias,
+                                           dtype=dtype, initializer=initializer, init_scale=init_scale)
+    if not reset_after:
+        return GRUParams(W=W, U=U, b=b)
+    b_rg = scheme.bias(key_rg, (hidden_size,), dtype) if use_bias else None
+    return GRUResetAfterParams(W=W, U=U, b=b, b_rg=b_rg)
+
+
+def initial_state(hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> HiddenState:
+    """Zero carry: h of shape (*batch_shape, H)."""
+    _common.check_sizes(1, hidden_size)
+    return HiddenState(h=jnp.zeros(tuple(batch_shape) + (hidden_size,), dtype))
+
+
+def _check(params, where: str) -> tuple[int, int]:
+    _checks.check_params_type(params, (GRUParams, GRUResetAfterParams), where)
+    E, H = _common.check_weights("GRU", params.W, params.U, params.b, NUM_GATES, "r, u, g")
+    if isinstance(params, GRUResetAfterParams):
+        if (params.b is None) != (params.b_rg is None):
+            raise ValueError("GRUResetAfterParams needs b and b_rg both present or both None; got "
+                             f"b={'None' if params.b is None else 'array'}, b_rg={'None' if params.b_rg is None else 'array'}")
+        if params.b_rg is not None:
+            _checks.check_shape("GRU b_rg (recurrent candidate bias)", params.b_rg, (H,), f"(H={H},)",
+                                "Create parameters with gru.init(..., reset_after=True).")
+    return E, H
+
+
+def _check_carry(carry, batch_shape, H, dtype) -> None:
+    if not isinstance(carry, HiddenState):
+        raise TypeError(f"gru carry must be a HiddenState(h); got {type(carry).__name__}. "
+                        "Create it with gru.initial_state(H, batch_shape).")
+    _common.check_state("GRU", "h", carry.h, batch_shape, H, dtype)
+
+
+def project_inputs(params, x: jax.Array) -> jax.Array:
+    """Input products U_* x + b_* for all gates: (*lead, E) -> (*lead, 3, H) in `GATES` order."""
+    E, _ = _check(params, "gru.project_inputs")
+    _common.check_input("GRU", x, E)
+    return _common.project(params.U, params.b, x.astype(params.W.dtype))
+
+
+def step_projected(params, carry: HiddenState, projected: jax.Array) -> tuple[HiddenState, jax.Array]:
+    """One GRU step from `project_inputs(params, x_t)` of shape (*batch, 3, H); returns (carry, h_t)."""
+    _, H = _check(params, "gru.step_projected")
+    _common.check_projected("GRU", projected, (NUM_GATES, H), f"(*batch, 3, H={H})")
+    _check_carry(carry, tuple(projected.shape[:-2]), H, params.W.dtype)
+    return _cell_update(params, carry, projected)
+
+
+def _cell_update(params, carry: HiddenState, projected: jax.Array) -> tuple[HiddenState, jax.Array]:
+    h_prev = carry.h
+    if isinstance(params, GRUResetAfterParams):
+        rec = _common.recurrent(params.W, h_prev)
+        r = jax.nn.sigmoid(projected[..., R, :] + rec[..., R, :])
+        u = jax.nn.sigmoid(projected[..., UPD, :] + rec[..., UPD, :])
+        rec_g = rec[..., G, :] if params.b_rg is None else rec[..., G, :] + params.b_rg
+        g = jnp.tanh(projected[..., G, :] + r * rec_g)
+    else:
+        rec_ru = _common.recurrent(params.W[:G], h_prev)
+        r = jax.nn.sigmoid(projected[..., R, :] + rec_ru[..., R, :])
+        u = jax.nn.sigmoid(projected[..., UPD, :] + rec_ru[..., UPD, :])
+        g = jnp.tanh(projected[..., G, :] + _common.recurrent(params.W[G], r * h_prev))
+    h = u * g + (1 - u) * h_prev
+    return HiddenState(h=h), h
+
+
+def step(params, carry: HiddenState, x: jax.Array) -> tuple[HiddenState, jax.Array]:
+    """One GRU time step.
+
+    Args:
+        params: `GRUParams` (notes' form) or `GRUResetAfterParams` (cuDNN/PyTorch form).
+        carry: `HiddenState` with h of shape (*batch, H), in the parameters' dtype.
+        x: input x_t of shape (*batch, E), floating; cast to the parameters' dtype.
+
+    Returns:
+        (new carry, h_t of shape (*batch, H)).
+    """
+    E, H = _check(params, "gru.step")
+    _common.check_input("GRU", x, E)
+    _check_carry(carry, tuple(x.shape[:-1]), H, params.W.dtype)
+    return _cell_update(params, carry, _common.project(params.U, params.b, x.astype(params.W.dtype)))

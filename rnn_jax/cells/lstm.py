@@ -1,0 +1,175 @@
+"""LSTM cell, exactly as the lecture notes write it.
+
+Equations (W recurrent, U input; σ the logistic sigmoid, ⊙ the elementwise product)::
+
+    i_t = σ(W_i h_{t-1} + U_i x_t + b_i)        input gate
+    f_t = σ(W_f h_{t-1} + U_f x_t + b_f)        forget gate
+    o_t = σ(W_o h_{t-1} + U_o x_t + b_o)        output gate
+    g_t = tanh(W_g h_{t-1} + U_g x_t + b_g)     candidate values
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    h_t = o_t ⊙ tanh(c_t)
+
+Parameter layout: the four gates are stacked along a leading axis in the order `GATES = ("i", "f", "o", "g")`,
+so `params.U[GATE_INDEX["f"]]` is the notes' U_f of shape (H, E), `params.W[...]` a W_* of shape (H, H) and
+`params.b[...]` a b_* of shape (H,). With `use_bias=False`, `b` is None (the notes' worked example).
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from rnn_jax import lstm
+    >>> params = lstm.init(jax.random.key(0), input_size=10, hidden_size=20, use_bias=False)
+    >>> carry = lstm.initial_state(20, batch_shape=(3,))
+    >>> carry, h = lstm.step(params, carry, jnp.ones((3, 10)))
+    >>> h.shape
+    (3, 20)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax import _checks
+from rnn_jax.cells import _common
+from rnn_jax.initializers import InitScheme
+
+GATES = ("i", "f", "o", "g")
+GATE_INDEX = {name: k for k, name in enumerate(GATES)}
+NUM_GATES = len(GATES)
+
+
+class LSTMParams(NamedTuple):
+    """LSTM parameters; gates stacked in `GATES` order.
+
+    Attributes:
+        W: recurrent weights, (4, H, H).
+        U: input weights, (4, H, E).
+        b: biases, (4, H), or None.
+    """
+
+    W: jax.Array
+    U: jax.Array
+    b: Optional[jax.Array]
+
+
+class LSTMState(NamedTuple):
+    """LSTM carry: hidden state h and cell state c, each (*batch, H)."""
+
+    h: jax.Array
+    c: jax.Array
+
+
+def init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    use_bias: bool = True,
+    dtype=jnp.float32,
+    initializer: str | InitScheme = "pytorch",
+    init_scale: float | None = None,
+    forget_bias: float = 0.0,
+) -> LSTMParams:
+    """Creates LSTM parameters.
+
+    Args:
+        key: PRNG key.
+        input_size: E, the size of x_t.
+        hidden_size: H, the size of h_t and c_t.
+        use_bias: whether the gates have biases b_*.
+        dtype: parameter dtype; the computation runs in it (bf16 parameters give bf16 outputs).
+        initializer: a scheme name from `rnn_jax.initializers` ("pytorch", "uniform", "orthogonal") or an
+            `InitScheme`.
+        init_scale: s for initializer="uniform".
+        forget_bias: added to b_f after initialisation (1.0 is the common choice; Zaremba et al. use 0).
+
+    Returns:
+        `LSTMParams` with W (4, H, H), U (4, H, E), b (4, H) or None.
+    """
+    W, U, b, _ = _common.init_weights(key, NUM_GATES, input_size, hidden_size, use_bias=use_bias, dtype=dtype,
+                                      initializer=initializer, init_scale=init_scale)
+    if forget_bias:
+        if b is None:
+            raise ValueError("forget_bias needs use_bias=True: without biases there is no b_f to set")
+        b = b.at[GATE_INDEX["f"]].add(jnp.asarray(forget_bias, dtype))
+    return LSTMParams(W=W, U=U, b=b)
+
+
+def initial_state(hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> LSTMState:
+    """Zero carry: h and c of shape (*batch_shape, H)."""
+    _common.check_sizes(1, hidden_size)
+    zeros = jnp.zeros(tuple(batch_shape) + (hidden_size,), dtype)
+    return LSTMState(h=zeros, c=zeros)
+
+
+def _check(params, where: str) -> tuple[int, int]:
+    _checks.check_params_type(params, LSTMParams, where)
+    return _common.check_weights("LSTM", params.W, params.U, params.b, NUM_GATES, "i, f, o, g")
+
+
+def _check_carry(carry, batch_shape, H, dtype) -> None:
+    if not isinstance(carry, LSTMState):
+        raise TypeError(f"lstm carry must be an LSTMState(h, c); got {type(carry).__name__}. "
+                        "Create it with lstm.initial_state(H, batch_shape).")
+    _common.check_state("LSTM", "h", carry.h, batch_shape, H, dtype)
+    _common.check_state("LSTM", "c", carry.c, batch_shape, H, dtype)
+
+
+def project_inputs(params: LSTMParams, x: jax.Array) -> jax.Array:
+    """Input products U_* x + b_* for all gates at once.
+
+    Args:
+        params: `LSTMParams`.
+        x: inputs of shape (*lead, E); `lead` may include a time axis, which is how runners hoist this product
+            out of the loop.
+
+    Returns:
+        (*lead, 4, H) pre-activations in `GATES` order, in the parameters' dtype.
+    """
+    E, _ = _check(params, "lstm.project_inputs")
+    _common.check_input("LSTM", x, E)
+    return _common.project(params.U, params.b, x.astype(params.W.dtype))
+
+
+def step_projected(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> tuple[LSTMState, jax.Array]:
+    """One LSTM step from precomputed input products (see `project_inputs`).
+
+    Args:
+        params: `LSTMParams`.
+        carry: `LSTMState` with h, c of shape (*batch, H).
+        projected: (*batch, 4, H), `project_inputs(params, x_t)`.
+
+    Returns:
+        (new carry, h_t of shape (*batch, H)).
+    """
+    _, H = _check(params, "lstm.step_projected")
+    _common.check_projected("LSTM", projected, (NUM_GATES, H), f"(*batch, 4, H={H})")
+    _check_carry(carry, tuple(projected.shape[:-2]), H, params.W.dtype)
+    return _cell_update(params, carry, projected)
+
+
+def _cell_update(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> tuple[LSTMState, jax.Array]:
+    pre = projected + _common.recurrent(params.W, carry.h)
+    i, f, o = (jax.nn.sigmoid(pre[..., GATE_INDEX[n], :]) for n in ("i", "f", "o"))
+    g = jnp.tanh(pre[..., GATE_INDEX["g"], :])
+    c = f * carry.c + i * g
+    h = o * jnp.tanh(c)
+    return LSTMState(h=h, c=c), h
+
+
+def step(params: LSTMParams, carry: LSTMState, x: jax.Array) -> tuple[LSTMState, jax.Array]:
+    """One LSTM time step (the notes' equations).
+
+    Args:
+        params: `LSTMParams` from `init`.
+        carry: `LSTMState` with h, c of shape (*batch, H), in the parameters' dtype.
+        x: input x_t of shape (*batch, E), floating; cast to the parameters' dtype.
+
+    Returns:
+        (new carry, h_t of shape (*batch, H)).
+    """
+    E, H = _check(params, "lstm.step")
+    _common.check_input("LSTM", x, E)
+    _check_carry(carry, tuple(x.shape[:-1]), H, params.W.dtype)
+    return _cell_update(params, carry, _common.project(params.U, params.b, x.astype(params.W.dtype)))

@@ -1,0 +1,67 @@
+"""Command-line overrides for typed (dataclass) configs: every field becomes a `--field-name` option.
+
+Example:
+    >>> import dataclasses
+    >>> from rnn_jax.cli import parse_config
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class C:
+    ...     hidden_size: int = 20
+    ...     cell: str = "lstm"
+    >>> parse_config(C(), ["--hidden-size", "64"])
+    C(hidden_size=64, cell='lstm')
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false; got {text!r}")
+
+
+def _converter(annotation: Any):
+    """The argparse type for a field annotation (Optional[X] accepts 'none')."""
+    origin_args = typing.get_args(annotation)
+    if origin_args and type(None) in origin_args:
+        inner = _converter(next(a for a in origin_args if a is not type(None)))
+        return lambda text: None if text.lower() == "none" else inner(text)
+    return {bool: _parse_bool, int: int, float: float, str: str}.get(annotation, str)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_type: type, prefix: str = "") -> None:
+    """Adds one `--prefix-field-name` option per dataclass field (default: unset, i.e. keep the preset)."""
+    hints = typing.get_type_hints(config_type)
+    for field in dataclasses.fields(config_type):
+        if not field.init or dataclasses.is_dataclass(hints[field.name]):
+            continue
+        name = "--" + (prefix + field.name).replace("_", "-")
+        parser.add_argument(name, dest=prefix + field.name, type=_converter(hints[field.name]), default=None,
+                            metavar=field.name.upper(), help=f"(default: from the preset config)")
+
+
+def apply_overrides(config: T, namespace: argparse.Namespace, prefix: str = "") -> T:
+    """A copy of `config` with every option given on the command line replaced."""
+    changes = {}
+    for field in dataclasses.fields(config):
+        value = getattr(namespace, prefix + field.name, None)
+        if value is not None:
+            changes[field.name] = value
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def parse_config(default: T, argv: Sequence[str] | None = None, description: str = "") -> T:
+    """Parses `--field-name value` overrides of a dataclass instance."""
+    parser = argparse.ArgumentParser(description=description)
+    add_config_arguments(parser, type(default))
+    return apply_overrides(default, parser.parse_args(argv))

@@ -1,0 +1,249 @@
+"""The notes' language model: embedding -> L recurrent layers -> output layer softmax(V h_t + c).
+
+    e_t = Embedding[token_t]                 (E), outside the recurrent network
+    h^1_t, ..., h^L_t = the stacked cells     (H)
+    ŷ_t = softmax(V h^L_t + c)               V of shape (vocab, H), c optional
+
+Dropout (Zaremba et al. 2014) acts on the non-recurrent connections only: the embedding output, between
+layers and before the output layer; never on h_{t-1} -> h_t. Keys are explicit; with `train=False` (or rate 0)
+it is off. With `same_mask_over_time=True` one mask per sequence is reused at every step.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from rnn_jax.lm import LMConfig, LanguageModel
+    >>> model = LanguageModel(LMConfig(vocab_size=100, embed_size=10, hidden_size=20))
+    >>> params = model.init(jax.random.key(0))
+    >>> logits, carry = model.apply(params, model.initial_state(4), jnp.zeros((4, 7), jnp.int32))
+    >>> logits.shape
+    (4, 7, 100)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnn_jax import _checks
+from rnn_jax.cells import get_cell
+from rnn_jax.stack import Stacked, run_layers
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+    """Architecture of the language model (sizes, cell, initialisation, dropout).
+
+    Attributes:
+        vocab_size: V.
+        embed_size: E.
+        hidden_size: H.
+        num_layers: L.
+        cell: "lstm", "gru" or "elman".
+        use_bias: biases b_* in the recurrent cells.
+        output_bias: the bias c of the output layer.
+        tie_weights: share the embedding table with the output weights V (needs E == H).
+        initializer: "uniform" (every parameter from uniform(±init_scale), Zaremba), "pytorch" or "orthogonal".
+        init_scale: s for initializer="uniform".
+        forget_bias: added to the LSTM forget-gate bias at init.
+        gru_reset_after: GRU in the cuDNN/PyTorch form instead of the notes' form.
+        dropout: rate on the non-recurrent connections (0 disables).
+        same_mask_over_time: reuse one dropout mask at every time step.
+        runner: "hoisted" (input products before the loop), "scan" or "unrolled".
+        unroll: `lax.scan` unroll factor.
+    """
+
+    vocab_size: int = 100
+    embed_size: int = 10
+    hidden_size: int = 20
+    num_layers: int = 1
+    cell: str = "lstm"
+    use_bias: bool = False
+    output_bias: bool = False
+    tie_weights: bool = False
+    initializer: str = "uniform"
+    init_scale: Optional[float] = 0.1
+    forget_bias: float = 0.0
+    gru_reset_after: bool = False
+    dropout: float = 0.0
+    same_mask_over_time: bool = False
+    runner: str = "hoisted"
+    unroll: int = 1
+
+    def __post_init__(self):
+        for name in ("vocab_size", "embed_size", "hidden_size", "num_layers", "unroll"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"LMConfig.{name} must be a positive int; got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LMConfig.dropout must be in [0, 1); got {self.dropout}")
+        if self.tie_weights and self.embed_size != self.hidden_size:
+            raise ValueError(f"tie_weights needs embed_size == hidden_size; got E={self.embed_size}, H={self.hidden_size}")
+        get_cell(self.cell)
+        if self.initializer == "uniform" and self.init_scale is None:
+            raise ValueError("initializer='uniform' needs init_scale")
+
+
+class OutputParams(NamedTuple):
+    """Output layer softmax(V h + c): V (vocab, H) (None when tied to the embedding), c (vocab,) or None."""
+
+    V: Optional[jax.Array]
+    c: Optional[jax.Array]
+
+
+class LMParams(NamedTuple):
+    """Language-model parameters: embedding (vocab, E), per-layer cell parameters, output layer."""
+
+    embedding: jax.Array
+    rnn: tuple
+    output: OutputParams
+
+
+def _cell_options(config: LMConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "use_bias": config.use_bias,
+        "initializer": config.initializer,
+        "init_scale": config.init_scale if config.initializer == "uniform" else None,
+    }
+    if config.cell == "lstm":
+        options["forget_bias"] = config.forget_bias
+    if config.cell == "gru":
+        options["reset_after"] = config.gru_reset_after
+    return options
+
+
+def _outer_inits(config: LMConfig):
+    """(embedding init, output weight init, output bias init) matching the cell scheme."""
+    if config.initializer == "uniform":
+        u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -config.init_scale, config.init_scale)
+        return u, u, u
+    # PyTorch's defaults: nn.Embedding N(0, 1); nn.Linear uniform(±1/sqrt(fan_in)) for weight and bias.
+    bound = 1.0 / math.sqrt(config.hidden_size)
+    u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -bound, bound)
+    return (lambda k, shape: jax.random.normal(k, shape, jnp.float32)), u, u
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageModel:
+    """The language model for one config; `cell` overrides `config.cell` with any cell object."""
+
+    config: LMConfig
+    cell: Any = None
+
+    @property
+    def layer_cell(self):
+        return self.cell if self.cell is not None else get_cell(self.config.cell)
+
+    @property
+    def stack(self) -> Stacked:
+        return Stacked(self.layer_cell, self.config.num_layers)
+
+    def init(self, key: jax.Array, dtype=jnp.float32) -> LMParams:
+        """Creates parameters: embedding (V, E), L cell layers, output V (vocab, H) and c (vocab,)."""
+        cfg = self.config
+        k_emb, k_rnn, k_out, k_bias = jax.random.split(key, 4)
+        emb_init, out_init, bias_init = _outer_inits(cfg)
+        options = _cell_options(cfg) if self.cell is None else {"use_bias": cfg.use_bias}
+        rnn = self.stack.init(k_rnn, cfg.embed_size, cfg.hidden_size, dtype=dtype, **options)
+        V = None if cfg.tie_weights else out_init(k_out, (cfg.vocab_size, cfg.hidden_size)).astype(dtype)
+        c = bias_init(k_bias, (cfg.vocab_size,)).astype(dtype) if cfg.output_bias else None
+        return LMParams(embedding=emb_init(k_emb, (cfg.vocab_size, cfg.embed_size)).astype(dtype), rnn=rnn,
+                        output=OutputParams(V=V, c=c))
+
+    def initial_state(self, batch_size: int, dtype=jnp.float32) -> tuple:
+        """Zero carries, one per layer, each with batch shape (B,)."""
+        return self.stack.initial_state(self.config.hidden_size, (batch_size,), dtype)
+
+    def apply(self, params: LMParams, carry: tuple, tokens: jax.Array, *, key: jax.Array | None = None,
+              train: bool = False) -> tuple[jax.Array, tuple]:
+        """Logits for every position.
+
+        Args:
+            params: `LMParams`.
+            carry: per-layer carries with batch shape (B,) (from `initial_state` or the previous window).
+            tokens: (B, T) int token ids in [0, vocab).
+            key: PRNG key for dropout; needed when train=True and dropout > 0.
+            train: enables dropout.
+
+        Returns:
+            (logits (B, T, vocab) in the parameters' dtype, final per-layer carries).
+        """
+        cfg = self.config
+        check_tokens(tokens, cfg.vocab_size)
+        if not isinstance(params, LMParams):
+            raise TypeError(f"LanguageModel.apply expects LMParams; got {type(params).__name__}")
+        dropout_on = train and cfg.dropout > 0.0
+        if dropout_on and key is None:
+            raise ValueError(f"train=True with dropout={cfg.dropout} needs a PRNG key: apply(..., key=key)")
+        keys = list(jax.random.split(key, cfg.num_layers + 1)) if dropout_on else []
+
+        def drop(x):
+            if not dropout_on:
+                return x
+            shape = (x.shape[0], 1, x.shape[2]) if cfg.same_mask_over_time else x.shape
+            keep = jax.random.bernoulli(keys.pop(), 1.0 - cfg.dropout, shape)
+            return jnp.where(keep, x / (1.0 - cfg.dropout), jnp.zeros((), x.dtype))
+
+        # mode="fill" makes an out-of-range id under jit a NaN (caught by the trainer), never a silent clamp.
+        xs = jnp.take(params.embedding, tokens, axis=0, mode="fill", fill_value=jnp.nan)
+        runner = cfg.runner if (cfg.runner != "hoisted" or hasattr(self.layer_cell, "project_inputs")) else "scan"
+        carry, hs = run_layers(self.layer_cell, params.rnn, carry, drop(xs), runner=runner, unroll=cfg.unroll,
+                               between_layers=lambda _, h: drop(h))
+        return output_logits(params, drop(hs)), carry
+
+
+def output_logits(params: LMParams, hs: jax.Array) -> jax.Array:
+    """V h + c for hs of shape (..., H) -> (..., vocab); uses the embedding table when weights are tied."""
+    V = params.embedding if params.output.V is None else params.output.V
+    logits = hs @ V.T
+    return logits if params.output.c is None else logits + params.output.c
+
+
+def check_tokens(tokens: Any, vocab_size: int) -> None:
+    """Raises a clear error for non-integer, wrongly ranked or (when concrete) out-of-range token ids."""
+    _checks.check_integer("tokens", tokens, "Token ids must be ints of shape (B, T); float inputs go to a cell directly.")
+    if getattr(tokens, "ndim", None) != 2:
+        raise _checks.ShapeError(f"tokens must have shape (B, T); got {tuple(np.shape(tokens))}. "
+                                 "Add a batch axis with tokens[None] for a single sequence.")
+    _checks.check_in_range("token ids", tokens, 0, vocab_size - 1,
+                           f"The vocabulary has {vocab_size} entries; encode the text with the run's vocabulary.")
+
+
+REDUCTIONS = ("token_mean", "sum_time_mean_batch", "sum")
+
+
+def sequence_loss(logits: jax.Array, targets: jax.Array, reduction: str = "token_mean") -> jax.Array:
+    """Cross-entropy of next-token predictions.
+
+    Args:
+        logits: (B, T, vocab).
+        targets: (B, T) int.
+        reduction: "token_mean" (mean over B and T), "sum_time_mean_batch" (the papers' loss: sum over time of
+            the batch mean = T x token_mean; needed to reproduce their learning rates), or "sum".
+
+    Returns:
+        Scalar loss (float32).
+    """
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    if reduction == "token_mean":
+        return nll.mean()
+    if reduction == "sum_time_mean_batch":
+        return nll.mean(axis=0).sum()
+    if reduction == "sum":
+        return nll.sum()
+    raise ValueError(f"unknown loss reduction {reduction!r}; expected one of {REDUCTIONS}")
+
+
+def init(key: jax.Array, config: LMConfig, dtype=jnp.float32) -> LMParams:
+    """`LanguageModel(config).init(key)`."""
+    return LanguageModel(config).init(key, dtype)
+
+
+def apply(params: LMParams, carry: tuple, tokens: jax.Array, *, config: LMConfig, key: jax.Array | None = None,
+          train: bool = False) -> tuple[jax.Array, tuple]:
+    """`LanguageModel(config).apply(params, carry, tokens, key=key, train=train)`."""
+    return LanguageModel(config).apply(params, carry, tokens, key=key, train=train)

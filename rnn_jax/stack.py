@@ -1,0 +1,127 @@
+"""Several recurrent layers run as one deep network, with a carry per layer.
+
+Two equal ways to run a stack (tested equal):
+
+- `Stacked(cell, num_layers)` is itself a cell (Haiku's `DeepRNN`): its step runs every layer for one time
+  step, so any runner (`scan`, `unrolled`, `hoisted_scan`) and any generic code accepts it.
+- `run_layers(cell, params, carries, xs)` runs layer 1 over the whole sequence, then layer 2 over its
+  outputs, and so on: each layer's input products are hoisted out of its loop, and a function can act
+  between layers (the language model's dropout).
+
+Layer l >= 2 takes the previous layer's h (size H) as its input x.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from rnn_jax import lstm, scan, Stacked
+    >>> deep = Stacked(lstm, num_layers=2)
+    >>> params = deep.init(jax.random.key(0), 10, 20)
+    >>> carry, hs = scan(deep.step, params, deep.initial_state(20, (3,)), jnp.ones((3, 5, 10)))
+    >>> hs.shape, len(carry)
+    ((3, 5, 20), 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax import runners
+
+
+def _is_layer_sequence(tree) -> bool:
+    # A NamedTuple (one layer's params or carry) is a tuple too, but never a sequence of layers.
+    return isinstance(tree, (tuple, list)) and not hasattr(tree, "_fields")
+
+
+def _check_layers(what: str, tree, num_layers: int) -> None:
+    if not _is_layer_sequence(tree) or len(tree) != num_layers:
+        got = f"{type(tree).__name__} of length {len(tree)}" if _is_layer_sequence(tree) else type(tree).__name__
+        raise ValueError(f"a stack of {num_layers} layers needs {what} as a tuple of {num_layers} (one per layer); "
+                         f"got {got}. Create it with the stack's init/initial_state.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stacked:
+    """`num_layers` layers of `cell` as one deep recurrent cell.
+
+    Attributes:
+        cell: a cell object (module or instance) with `init`, `initial_state`, `step`.
+        num_layers: L >= 1.
+    """
+
+    cell: Any
+    num_layers: int
+
+    def __post_init__(self):
+        if not isinstance(self.num_layers, int) or self.num_layers < 1:
+            raise ValueError(f"num_layers must be a positive int; got {self.num_layers!r}")
+
+    def init(self, key: jax.Array, input_size: int, hidden_size: int, **cell_kwargs) -> tuple:
+        """Per-layer parameters: layer 1 maps E -> H, the others H -> H. Keyword options go to `cell.init`."""
+        keys = jax.random.split(key, self.num_layers)
+        sizes = [input_size] + [hidden_size] * (self.num_layers - 1)
+        return tuple(self.cell.init(k, e, hidden_size, **cell_kwargs) for k, e in zip(keys, sizes))
+
+    def initial_state(self, hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> tuple:
+        """A tuple of L zero carries."""
+        return tuple(self.cell.initial_state(hidden_size, batch_shape, dtype) for _ in range(self.num_layers))
+
+    def step(self, params: tuple, carry: tuple, x: jax.Array):
+        """One time step through all layers: x (*batch, E) -> (carries, h of the top layer (*batch, H))."""
+        _check_layers("params", params, self.num_layers)
+        _check_layers("carry", carry, self.num_layers)
+        new_carry = []
+        for layer_params, layer_carry in zip(params, carry):
+            layer_carry, x = self.cell.step(layer_params, layer_carry, x)
+            new_carry.append(layer_carry)
+        return tuple(new_carry), x
+
+    def project_inputs(self, params: tuple, x: jax.Array) -> jax.Array:
+        """The first layer's input products (the only ones that do not depend on the recurrence)."""
+        _check_layers("params", params, self.num_layers)
+        return self.cell.project_inputs(params[0], x)
+
+    def step_projected(self, params: tuple, carry: tuple, projected: jax.Array):
+        """Like `step`, with the first layer's input products precomputed."""
+        _check_layers("params", params, self.num_layers)
+        _check_layers("carry", carry, self.num_layers)
+        first, x = self.cell.step_projected(params[0], carry[0], projected)
+        new_carry = [first]
+        for layer_params, layer_carry in zip(params[1:], carry[1:]):
+            layer_carry, x = self.cell.step(layer_params, layer_carry, x)
+            new_carry.append(layer_carry)
+        return tuple(new_carry), x
+
+
+def run_layers(cell, params: tuple, carries: tuple, xs: jax.Array, *, runner: str = "hoisted",
+               between_layers: Callable[[int, jax.Array], jax.Array] | None = None, **scan_kwargs):
+    """Runs a stack layer by layer over the whole sequence.
+
+    Args:
+        cell: the per-layer cell.
+        params: tuple of L per-layer parameters.
+        carries: tuple of L per-layer carries.
+        xs: (*batch, T, E), or (T, *batch, E) with time_major=True.
+        runner: "hoisted" (default), "scan" or "unrolled" (see `rnn_jax.runners.get_runner`).
+        between_layers: optional `f(layer_index, hs) -> hs` applied to layer l's outputs before layer l+1
+            (for example dropout); not applied after the top layer.
+        **scan_kwargs: unroll, reverse, time_major, seq_lengths (as in `rnn_jax.scan`).
+
+    Returns:
+        (tuple of L final carries, hs of the top layer with H in place of E).
+    """
+    num_layers = len(params) if _is_layer_sequence(params) else -1
+    _check_layers("params", params, max(num_layers, 1))
+    _check_layers("carries", carries, num_layers)
+    run = runners.get_runner(runner)
+    finals = []
+    hs = xs
+    for layer, (layer_params, layer_carry) in enumerate(zip(params, carries)):
+        if layer > 0 and between_layers is not None:
+            hs = between_layers(layer - 1, hs)
+        layer_carry, hs = run(cell, layer_params, layer_carry, hs, **scan_kwargs)
+        finals.append(layer_carry)
+    return tuple(finals), hs

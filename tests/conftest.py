@@ -1,0 +1,35 @@
+"""Shared fixtures: the cells under test, the shared data folder, float64 mode."""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import pytest
+
+from rnn_jax import elman, gru, lstm
+
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
+SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
+
+# Every cell, including each GRU form, as (id, cell module, init keyword options).
+CELL_CASES = [
+    pytest.param(lstm, {}, id="lstm"),
+    pytest.param(gru, {}, id="gru"),
+    pytest.param(gru, {"reset_after": True}, id="gru_reset_after"),
+    pytest.param(elman, {}, id="elman"),
+]
+
+
+@pytest.fixture
+def x64():
+    """Runs the test with float64 enabled (restored afterwards)."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture
+def shakespeare_path():
+    if not SHAKESPEARE.is_file():
+        pytest.skip(f"tiny Shakespeare not found at {SHAKESPEARE} (the shared data folder beside the repository)")
+    return SHAKESPEARE

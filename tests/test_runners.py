@@ -1,0 +1,118 @@
+"""Runners: scan = unrolled = hoisted = a plain Python step loop, for every option and every cell."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import CELL_CASES
+from rnn_jax import ShapeError, get_runner, hoisted_scan, lstm, scan, unrolled
+
+B, T, E, H = 3, 6, 4, 5
+
+
+def setup(cell, opts, seed=0):
+    params = cell.init(jax.random.key(seed), E, H, **opts)
+    carry = jax.tree.map(lambda a: a + 0.2, cell.initial_state(H, (B,)))
+    xs = jax.random.normal(jax.random.key(seed + 1), (B, T, E))
+    return params, carry, xs
+
+
+def oracle(cell, params, carry, xs, reverse=False, seq_lengths=None):
+    """Per-example Python loop over the valid steps only: the independent reference."""
+    lengths = [T] * B if seq_lengths is None else list(seq_lengths)
+    finals, outputs = [], np.zeros((B, T, H), np.float32)
+    for b in range(B):
+        c = jax.tree.map(lambda a: a[b], carry)
+        steps = range(lengths[b] - 1, -1, -1) if reverse else range(lengths[b])
+        for t in steps:
+            c, h = cell.step(params, c, xs[b, t])
+            outputs[b, t] = np.asarray(h)
+        finals.append(c)
+    return jax.tree.map(lambda *a: jnp.stack(a), *finals), outputs
+
+
+def assert_close(a, b):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6), a, b)
+
+
+RUNS = {
+    "scan": lambda cell, *args, **kw: scan(cell.step, *args, **kw),
+    "unrolled": lambda cell, *args, **kw: unrolled(cell.step, *args, **kw),
+    "hoisted": hoisted_scan,
+}
+
+
+@pytest.mark.parametrize("runner", sorted(RUNS))
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("cell, opts", CELL_CASES)
+def test_runner_matches_python_loop(cell, opts, runner, reverse, padded):
+    params, carry, xs = setup(cell, opts)
+    lengths = np.array([T, 2, 0]) if padded else None
+    final, hs = RUNS[runner](cell, params, carry, xs, reverse=reverse, seq_lengths=lengths)
+    want_final, want_hs = oracle(cell, params, carry, xs, reverse=reverse, seq_lengths=lengths)
+    assert_close(final, want_final)
+    assert_close(hs, want_hs)
+    if padded:  # padded outputs are exactly zero; a zero-length sequence keeps its initial carry
+        assert np.all(np.asarray(hs)[1, 2:] == 0) and np.all(np.asarray(hs)[2] == 0)
+        assert_close(jax.tree.map(lambda a: a[2], final), jax.tree.map(lambda a: a[2], carry))
+
+
+@pytest.mark.parametrize("unroll", [1, 2, 4, T, True])
+@pytest.mark.parametrize("cell, opts", CELL_CASES)
+def test_every_unroll_gives_the_same_result(cell, opts, unroll):
+    params, carry, xs = setup(cell, opts)
+    reference = unrolled(cell.step, params, carry, xs)
+    assert_close(jax.jit(lambda p, c, x: scan(cell.step, p, c, x, unroll=unroll))(params, carry, xs), reference)
+    assert_close(hoisted_scan(cell, params, carry, xs, unroll=unroll), reference)
+
+
+@pytest.mark.parametrize("runner", sorted(RUNS))
+def test_time_major_equals_batch_major(runner):
+    params, carry, xs = setup(lstm, {})
+    lengths = jnp.array([4, T, 1])
+    final_b, hs_b = RUNS[runner](lstm, params, carry, xs, seq_lengths=lengths)
+    final_t, hs_t = RUNS[runner](lstm, params, carry, jnp.swapaxes(xs, 0, 1), time_major=True, seq_lengths=lengths)
+    assert hs_t.shape == (T, B, H)
+    assert_close(final_b, final_t)
+    assert_close(hs_b, jnp.swapaxes(hs_t, 0, 1))
+
+
+def test_jit_with_traced_lengths_and_many_batch_axes():
+    params = lstm.init(jax.random.key(0), E, H)
+    xs = jax.random.normal(jax.random.key(1), (2, 2, T, E))
+    lengths = jnp.array([[T, 3], [1, 0]])
+    run = jax.jit(lambda p, c, x, n: hoisted_scan(lstm, p, c, x, seq_lengths=n))
+    final, hs = run(params, lstm.initial_state(H, (2, 2)), xs, lengths)
+    assert hs.shape == (2, 2, T, H)
+    _, single = scan(lstm.step, params, lstm.initial_state(H), xs[0, 1, :3])
+    np.testing.assert_allclose(hs[0, 1, :3], single, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(final.h[0, 1], single[-1], rtol=1e-5, atol=1e-6)
+
+
+def test_get_runner_names():
+    params, carry, xs = setup(lstm, {})
+    results = [get_runner(name)(lstm, params, carry, xs) for name in ("scan", "unrolled", "hoisted")]
+    assert_close(results[0], results[1])
+    assert_close(results[0], results[2])
+    with pytest.raises(ValueError, match="unknown runner"):
+        get_runner("loop")
+
+
+def test_runner_errors():
+    params, carry, xs = setup(lstm, {})
+    with pytest.raises(ShapeError, match=r"xs \(the input sequence\) must have at least rank 2"):
+        scan(lstm.step, params, carry, xs[0, 0])
+    with pytest.raises(ShapeError, match=r"carry.h must have shape .*\(6, 5\); got \(3, 5\)"):
+        scan(lstm.step, params, carry, xs, time_major=True)  # (B, T, E) read as time-major: batch is 6
+    with pytest.raises(ValueError, match="unroll must be a positive int"):
+        scan(lstm.step, params, carry, xs, unroll=0)
+    with pytest.raises(ShapeError, match=r"seq_lengths must have shape .*\(3,\); got \(2,\)"):
+        scan(lstm.step, params, carry, xs, seq_lengths=jnp.array([1, 2]))
+    with pytest.raises(ValueError, match=r"seq_lengths must lie in \[0, 6\]; got a value 7"):
+        scan(lstm.step, params, carry, xs, seq_lengths=jnp.array([1, 2, 7]))
+    with pytest.raises(TypeError, match="seq_lengths must be an integer array; got float32"):
+        scan(lstm.step, params, carry, xs, seq_lengths=jnp.array([1.0, 2.0, 3.0]))
+    with pytest.raises(TypeError, match="must be a floating-point array"):
+        scan(lstm.step, params, carry, jnp.ones((B, T, E), jnp.int32))
