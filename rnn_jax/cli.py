@@ -36,17 +36,26 @@ def _converter(annotation: Any):
     if origin_args and type(None) in origin_args:
         inner = _converter(next(a for a in origin_args if a is not type(None)))
         return lambda text: None if text.lower() == "none" else inner(text)
+    if typing.get_origin(annotation) is tuple:
+        inner = _converter(origin_args[0]) if origin_args else str
+        return lambda text: tuple(inner(part) for part in text.split(","))
     return {bool: _parse_bool, int: int, float: float, str: str}.get(annotation, str)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_type: type, prefix: str = "") -> None:
-    """Adds one `--prefix-field-name` option per dataclass field (default: unset, i.e. keep the preset)."""
+    """Adds one `--prefix-field-name` option per dataclass field (default: unset, i.e. keep the preset).
+
+    A nested dataclass field `model` contributes `--model-<its field>` options, recursively.
+    """
     hints = typing.get_type_hints(config_type)
     for field in dataclasses.fields(config_type):
-        if not field.init or dataclasses.is_dataclass(hints[field.name]):
+        if not field.init:
+            continue
+        if dataclasses.is_dataclass(hints[field.name]):
+            add_config_arguments(parser, hints[field.name], prefix + field.name + "_")
             continue
         name = "--" + (prefix + field.name).replace("_", "-")
-        parser.add_argument(name, dest=prefix + field.name, type=_converter(hints[field.name]), default=None,
+        parser.add_argument(name, dest=prefix + field.name, type=_converter(hints[field.name]), default=argparse.SUPPRESS,
                             metavar=field.name.upper(), help=f"(default: from the preset config)")
 
 
@@ -54,9 +63,14 @@ def apply_overrides(config: T, namespace: argparse.Namespace, prefix: str = "") 
     """A copy of `config` with every option given on the command line replaced."""
     changes = {}
     for field in dataclasses.fields(config):
-        value = getattr(namespace, prefix + field.name, None)
-        if value is not None:
-            changes[field.name] = value
+        nested = getattr(config, field.name)
+        if dataclasses.is_dataclass(nested):
+            updated = apply_overrides(nested, namespace, prefix + field.name + "_")
+            if updated is not nested:
+                changes[field.name] = updated
+            continue
+        if hasattr(namespace, prefix + field.name):  # absent options are suppressed, so None can be given
+            changes[field.name] = getattr(namespace, prefix + field.name)
     return dataclasses.replace(config, **changes) if changes else config
 
 

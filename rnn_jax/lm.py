@@ -172,28 +172,38 @@ class LanguageModel:
         Returns:
             (logits (B, T, vocab) in the parameters' dtype, final per-layer carries).
         """
-        cfg = self.config
-        check_tokens(tokens, cfg.vocab_size)
+        check_tokens(tokens, self.config.vocab_size)
         if not isinstance(params, LMParams):
             raise TypeError(f"LanguageModel.apply expects LMParams; got {type(params).__name__}")
+        # mode="fill" makes an out-of-range id under jit a NaN (caught by the trainer), never a silent clamp.
+        xs = jnp.take(params.embedding, tokens, axis=0, mode="fill", fill_value=jnp.nan)
+        return self.apply_embeddings(params, carry, xs, key=key, train=train)
+
+    def apply_embeddings(self, params: LMParams, carry: tuple, xs: jax.Array, *, key: jax.Array | None = None,
+                         train: bool = False) -> tuple[jax.Array, tuple]:
+        """`apply` from embedded inputs xs (B, T, E) instead of token ids (for probes such as causality)."""
+        cfg = self.config
         dropout_on = train and cfg.dropout > 0.0
         if dropout_on and key is None:
             raise ValueError(f"train=True with dropout={cfg.dropout} needs a PRNG key: apply(..., key=key)")
-        keys = list(jax.random.split(key, cfg.num_layers + 1)) if dropout_on else []
-
-        def drop(x):
-            if not dropout_on:
-                return x
-            shape = (x.shape[0], 1, x.shape[2]) if cfg.same_mask_over_time else x.shape
-            keep = jax.random.bernoulli(keys.pop(), 1.0 - cfg.dropout, shape)
-            return jnp.where(keep, x / (1.0 - cfg.dropout), jnp.zeros((), x.dtype))
-
-        # mode="fill" makes an out-of-range id under jit a NaN (caught by the trainer), never a silent clamp.
-        xs = jnp.take(params.embedding, tokens, axis=0, mode="fill", fill_value=jnp.nan)
+        keys = iter(jax.random.split(key, cfg.num_layers + 1)) if dropout_on else None
+        drop = (lambda x: dropout(next(keys), x, cfg.dropout, cfg.same_mask_over_time)) if dropout_on else (lambda x: x)
         runner = cfg.runner if (cfg.runner != "hoisted" or hasattr(self.layer_cell, "project_inputs")) else "scan"
         carry, hs = run_layers(self.layer_cell, params.rnn, carry, drop(xs), runner=runner, unroll=cfg.unroll,
                                between_layers=lambda _, h: drop(h))
         return output_logits(params, drop(hs)), carry
+
+
+def dropout(key: jax.Array, x: jax.Array, rate: float, same_mask_over_time: bool = False) -> jax.Array:
+    """Inverted dropout of x (B, T, D): zeroes a fraction `rate` and scales the rest by 1/(1 - rate).
+
+    With same_mask_over_time, one (B, 1, D) mask is used at every time step.
+    """
+    if rate == 0.0:
+        return x
+    shape = (x.shape[0], 1, x.shape[2]) if same_mask_over_time else x.shape
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
 def output_logits(params: LMParams, hs: jax.Array) -> jax.Array:

@@ -99,8 +99,8 @@ def init(
 def initial_state(hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> LSTMState:
     """Zero carry: h and c of shape (*batch_shape, H)."""
     _common.check_sizes(1, hidden_size)
-    zeros = jnp.zeros(tuple(batch_shape) + (hidden_size,), dtype)
-    return LSTMState(h=zeros, c=zeros)
+    shape = tuple(batch_shape) + (hidden_size,)
+    return LSTMState(h=jnp.zeros(shape, dtype), c=jnp.zeros(shape, dtype))  # two buffers, so both can be donated
 
 
 def _check(params, where: str) -> tuple[int, int]:

@@ -1,0 +1,392 @@
+"""Text corpora for language modelling: reading, tokenising, vocabularies, batching, and the PTB download.
+
+Tokenisation:
+- word level (PTB convention): whitespace tokens, one `<eos>` appended per line, `<unk>` for words outside the
+  vocabulary, which is built from the training split (optionally capped in size or by minimum count);
+- character level: every character is a token; `<unk>` stands for characters outside the vocabulary.
+
+Sources (`DataConfig.source`):
+- ``"builtin"``: the documentation topics that ship with CPython (`pydoc_data.topics`), real English text
+  about Python that needs no download and no file; split 90/5/5;
+- a directory holding train/valid/test files (``ptb.train.txt`` or ``train.txt`` naming);
+- a single text file, split into train/valid/test by fraction at line boundaries;
+- ``"ptb"``: the Penn Treebank (Mikolov's preprocessing), downloaded once from its canonical address into a
+  cache with size and MD5 verification (`download_ptb`).
+
+Batching follows Zaremba et al. 2014: the token stream is reshaped to (B, N) contiguous rows and cut along time
+into windows of T steps; the recurrent state is carried from one window to the next.
+
+Example:
+    >>> from rnn_jax.data import DataConfig, load_corpus, batchify, num_windows, window
+    >>> corpus = load_corpus(DataConfig(source="builtin", level="char", max_vocab=100))
+    >>> corpus.vocab.size
+    100
+    >>> rows = batchify(corpus.train, batch_size=32)
+    >>> inputs, targets = window(rows, 0, num_steps=20)
+    >>> inputs.shape, targets.shape
+    ((32, 20), (32, 20))
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import pathlib
+import tarfile
+import tempfile
+import urllib.request
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+EOS = "<eos>"
+UNK = "<unk>"
+LEVELS = ("char", "word")
+
+
+class DataError(ValueError):
+    """A corpus, vocabulary or download is unusable; the message names the file and the problem."""
+
+
+# ----------------------------------------------------------------------------------------------- vocabulary
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """Token <-> id mapping. `tokens[i]` is the token of id i; `unk` (if not None) receives unknown tokens."""
+
+    tokens: tuple[str, ...]
+    level: str
+    unk: Optional[str] = UNK
+
+    def __post_init__(self):
+        if self.level not in LEVELS:
+            raise DataError(f"vocabulary level must be one of {LEVELS}; got {self.level!r}")
+        if len(set(self.tokens)) != len(self.tokens):
+            raise DataError("vocabulary tokens must be distinct")
+        if self.unk is not None and self.unk not in self.tokens:
+            raise DataError(f"the unknown token {self.unk!r} is not in the vocabulary")
+        object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.tokens)})
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, tokens: Iterable[str]) -> np.ndarray:
+        """Token ids (int32); unknown tokens map to `unk`, or raise if the vocabulary has none."""
+        index = self._index  # type: ignore[attr-defined]
+        if self.unk is None:
+            try:
+                return np.fromiter((index[t] for t in tokens), np.int32)
+            except KeyError as e:
+                raise DataError(f"token {e.args[0]!r} is not in the vocabulary, which has no unknown token") from None
+        unk_id = index[self.unk]
+        return np.fromiter((index.get(t, unk_id) for t in tokens), np.int32)
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.tokens[int(i)] for i in ids]
+
+    def detokenize(self, ids: Iterable[int]) -> str:
+        """Text for ids: characters joined (`unk` shown as U+FFFD), or words joined by spaces with `<eos>` as a
+        line break."""
+        tokens = self.decode(ids)
+        if self.level == "char":
+            return "".join("\ufffd" if t == self.unk else t for t in tokens)
+        return " ".join(tokens).replace(f" {EOS} ", "\n").replace(f" {EOS}", "\n").replace(f"{EOS} ", "\n")
+
+    def tokenize(self, text: str) -> list[str]:
+        return tokenize(text, self.level)
+
+    def to_json(self) -> dict:
+        return {"level": self.level, "unk": self.unk, "tokens": list(self.tokens)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Vocabulary":
+        try:
+            return cls(tokens=tuple(data["tokens"]), level=data["level"], unk=data.get("unk"))
+        except (KeyError, TypeError) as e:
+            raise DataError(f"not a vocabulary: expected keys 'tokens', 'level', 'unk'; {e}") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        pathlib.Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocabulary":
+        path = pathlib.Path(path)
+        try:
+            return cls.from_json(json.loads(read_text(path)))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not a JSON vocabulary file ({e})") from None
+
+
+def tokenize(text: str, level: str) -> list[str]:
+    """Characters, or PTB-style words (whitespace split, `<eos>` after each line)."""
+    if level == "char":
+        return list(text)
+    if level == "word":
+        tokens: list[str] = []
+        for line in text.splitlines():
+            tokens.extend(line.split())
+            tokens.append(EOS)
+        return tokens
+    raise DataError(f"tokenisation level must be one of {LEVELS}; got {level!r}")
+
+
+def build_vocab(tokens: Sequence[str], level: str, *, max_size: int | None = None, min_count: int = 1,
+                unk: str = UNK) -> Vocabulary:
+    """Vocabulary of the training tokens, most frequent first (ties by token), `unk` included.
+
+    Args:
+        tokens: the training split's tokens.
+        level: "char" or "word".
+        max_size: cap on the number of entries, `unk` included (e.g. 100 for the notes' network).
+        min_count: drop tokens seen fewer times.
+        unk: the unknown token; kept in its frequency position when the corpus has it (PTB), else appended.
+    """
+    if max_size is not None and max_size < 2:
+        raise DataError(f"max_vocab must be at least 2 (one token plus {unk}); got {max_size}")
+    if min_count < 1:
+        raise DataError(f"min_count must be >= 1; got {min_count}")
+    counts = collections.Counter(tokens)
+    ranked = [t for t, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if n >= min_count]
+    if unk not in ranked:
+        limit = None if max_size is None else max_size - 1
+        ranked = ranked[:limit] + [unk]
+    elif max_size is not None and len(ranked) > max_size:
+        ranked = [t for t in ranked if t != unk][: max_size - 1] + [unk]
+    return Vocabulary(tokens=tuple(ranked), level=level, unk=unk)
+
+
+# ------------------------------------------------------------------------------------------------- reading
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of a file; clear `DataError`s for missing, empty and non-UTF-8 files."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a text file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty" + (" (only whitespace)" if raw else ""))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} cannot be decoded "
+                        "(convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`)") from None
+
+
+def builtin_text() -> str:
+    """The documentation topics shipped with CPython (`pydoc_data.topics`): real text, no download."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[name].strip("\n") for name in sorted(topics)) + "\n"
+
+
+def split_text(text: str, fractions: Sequence[float], where: str = "text") -> tuple[str, str, str]:
+    """Splits text into train/valid/test by fraction of characters, at line boundaries."""
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise DataError(f"split fractions must be three positive numbers summing to 1; got {tuple(fractions)}")
+    cuts = []
+    for position in (fractions[0], fractions[0] + fractions[1]):
+        cut = text.find("\n", int(len(text) * position))
+        cuts.append(len(text) if cut < 0 else cut + 1)
+    parts = (text[: cuts[0]], text[cuts[0] : cuts[1]], text[cuts[1] :])
+    for name, part in zip(("train", "valid", "test"), parts):
+        if not part.strip():
+            raise DataError(f"{where}: the {name} split is empty ({len(text)} characters split {tuple(fractions)}); "
+                            "use a longer file or other fractions")
+    return parts  # type: ignore[return-value]
+
+
+SPLIT_NAMES = {"train": ("ptb.train.txt", "train.txt"), "valid": ("ptb.valid.txt", "valid.txt"),
+               "test": ("ptb.test.txt", "test.txt")}
+
+
+def read_split_dir(directory: str | os.PathLike) -> tuple[str, str, str]:
+    """train/valid/test texts from a directory (``ptb.train.txt`` or ``train.txt`` naming)."""
+    directory = pathlib.Path(directory)
+    texts = []
+    for split, names in SPLIT_NAMES.items():
+        found = [directory / n for n in names if (directory / n).is_file()]
+        if not found:
+            raise DataError(f"{directory}: no {split} file (looked for {' or '.join(names)})")
+        texts.append(read_text(found[0]))
+    return tuple(texts)  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------------ download
+
+PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
+PTB_FILES = {  # name in the archive's data/ folder: (size in bytes, md5); see ../shared/REFERENCES.md
+    "ptb.train.txt": (5_101_618, "f26c4b92c5fdc7b3f8c7cdcb991d8420"),
+    "ptb.valid.txt": (399_782, "aa0affc06ff7c36e977d7cd49e3839bf"),
+    "ptb.test.txt": (449_945, "8b80168b89c18661a38ef683c0dc3721"),
+}
+
+
+def default_cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("RNN_JAX_CACHE", pathlib.Path.home() / ".cache" / "rnn_jax"))
+
+
+def _verify(name: str, data: bytes, size: int, md5: str, origin: str) -> None:
+    if len(data) != size:
+        raise DataError(f"{origin}: {name} has {len(data)} bytes, expected {size}")
+    digest = hashlib.md5(data).hexdigest()
+    if digest != md5:
+        raise DataError(f"{origin}: {name} has md5 {digest}, expected {md5}")
+
+
+def download_ptb(cache_dir: str | os.PathLike | None = None, *, url: str = PTB_URL,
+                 files: dict[str, tuple[int, str]] = PTB_FILES, timeout: float = 60.0) -> pathlib.Path:
+    """The PTB files in `cache_dir/ptb`, downloading and verifying them on first use.
+
+    Files already in the cache are re-verified (size and MD5); a damaged cache is refetched. The archive is
+    read from `url` (any scheme urllib opens, `file://` included), each file is verified before it is moved
+    into place, and nothing partial is left behind.
+
+    Returns:
+        The directory holding ptb.train.txt, ptb.valid.txt, ptb.test.txt.
+    """
+    target = pathlib.Path(cache_dir or default_cache_dir()) / "ptb"
+
+    def cached_ok() -> bool:
+        try:
+            for name, (size, md5) in files.items():
+                _verify(name, (target / name).read_bytes(), size, md5, str(target))
+            return True
+        except (OSError, DataError):
+            return False
+
+    if cached_ok():
+        return target
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            archive = response.read()
+    except OSError as e:
+        raise DataError(f"could not download the PTB archive from {url}: {e}. Without internet, download "
+                        f"simple-examples.tgz elsewhere and pass its data/ directory as the corpus source.") from None
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(archive), mode="r:*")
+    except tarfile.TarError as e:
+        raise DataError(f"{url}: not a tar archive ({e})") from None
+    members = {pathlib.PurePosixPath(m.name).name: m for m in tar.getmembers()
+               if m.isfile() and pathlib.PurePosixPath(m.name).parent.name == "data"}
+    target.mkdir(parents=True, exist_ok=True)
+    for name, (size, md5) in files.items():
+        if name not in members:
+            raise DataError(f"{url}: the archive has no data/{name}")
+        data = tar.extractfile(members[name]).read()
+        _verify(name, data, size, md5, url)
+        with tempfile.NamedTemporaryFile(dir=target, delete=False, prefix=f".{name}.") as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, target / name)
+    return target
+
+
+# -------------------------------------------------------------------------------------------------- corpus
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from and how it becomes tokens.
+
+    Attributes:
+        source: "builtin", "ptb", a directory with train/valid/test files, or one text file.
+        level: "char" or "word".
+        split: train/valid/test fractions for a single file or the built-in text.
+        max_vocab: cap on the vocabulary size, `<unk>` included (None: no cap).
+        min_count: minimum count of a training token to enter the vocabulary.
+        lowercase: lowercase the text before tokenising.
+        cache_dir: download cache for "ptb" (default: $RNN_JAX_CACHE or ~/.cache/rnn_jax).
+    """
+
+    source: str = "builtin"
+    level: str = "char"
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    max_vocab: Optional[int] = 100
+    min_count: int = 1
+    lowercase: bool = False
+    cache_dir: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """Token ids of the three splits and the vocabulary built from train."""
+
+    vocab: Vocabulary
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    description: str
+
+
+def read_splits(config: DataConfig) -> tuple[tuple[str, str, str], str]:
+    """(train, valid, test) texts for a config, and a one-line description of the source."""
+    if config.source == "builtin":
+        return split_text(builtin_text(), config.split, "builtin"), "CPython documentation topics (pydoc_data)"
+    if config.source == "ptb":
+        directory = download_ptb(config.cache_dir)
+        return read_split_dir(directory), f"Penn Treebank ({directory})"
+    path = pathlib.Path(config.source).expanduser()
+    if path.is_dir():
+        return read_split_dir(path), f"directory {path}"
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory (corpus source; or use 'builtin' or 'ptb')")
+    return split_text(read_text(path), config.split, str(path)), f"file {path} split {tuple(config.split)}"
+
+
+def load_corpus(config: DataConfig, vocab: Vocabulary | None = None) -> Corpus:
+    """Reads, tokenises and encodes the three splits; builds the vocabulary from train unless one is given."""
+    if config.level not in LEVELS:
+        raise DataError(f"DataConfig.level must be one of {LEVELS}; got {config.level!r}")
+    texts, description = read_splits(config)
+    if config.lowercase:
+        texts = tuple(t.lower() for t in texts)
+    tokens = [tokenize(t, config.level) for t in texts]
+    if vocab is None:
+        vocab = build_vocab(tokens[0], config.level, max_size=config.max_vocab, min_count=config.min_count)
+    elif vocab.level != config.level:
+        raise DataError(f"the saved vocabulary is {vocab.level}-level but the data config asks for {config.level}-level")
+    train, valid, test = (vocab.encode(t) for t in tokens)
+    return Corpus(vocab=vocab, train=train, valid=valid, test=test, description=description)
+
+
+# ------------------------------------------------------------------------------------------------ batching
+
+
+def batchify(ids: np.ndarray, batch_size: int, *, name: str = "split") -> np.ndarray:
+    """(B, N) contiguous rows of a token stream (the tail that does not fill a row is dropped)."""
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1; got {batch_size}")
+    columns = len(ids) // batch_size
+    if columns < 2:
+        raise DataError(f"the {name} split has {len(ids)} tokens: too short for batch size {batch_size} "
+                        f"(needs at least {2 * batch_size}: each row must hold an input and its next token)")
+    return np.asarray(ids[: columns * batch_size]).reshape(batch_size, columns)
+
+
+def num_windows(rows: np.ndarray, num_steps: int, *, drop_last: bool = True) -> int:
+    """How many windows of `num_steps` inputs (each with next-token targets) the rows hold."""
+    predictable = rows.shape[1] - 1
+    return predictable // num_steps if drop_last else -(-predictable // num_steps)
+
+
+def window(rows: np.ndarray, index: int, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window `index`: inputs rows[:, i T : (i+1) T] and targets shifted by one; the last may be shorter."""
+    start = index * num_steps
+    stop = min(start + num_steps, rows.shape[1] - 1)
+    return rows[:, start:stop], rows[:, start + 1 : stop + 1]
+
+
+def check_trainable(rows: np.ndarray, num_steps: int, name: str = "train") -> None:
+    if num_steps < 1:
+        raise DataError(f"num_steps must be >= 1; got {num_steps}")
+    if num_windows(rows, num_steps) < 1:
+        raise DataError(f"the {name} split is too short: {rows.shape[1]} tokens per batch row, a window needs "
+                        f"{num_steps + 1}; use a smaller batch_size or num_steps, or a longer corpus")

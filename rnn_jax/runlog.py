@@ -1,0 +1,81 @@
+"""A run's metrics on disk: `metrics.jsonl` (every event), `metrics.csv` (one row per epoch) and a plot.
+
+Example:
+    >>> log = RunLog("runs/x")                                         # doctest: +SKIP
+    >>> log.write({"kind": "train", "windows": 50, "train_nll": 3.1})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import pathlib
+
+EPOCH_COLUMNS = ("epoch", "windows", "step", "wall_s", "learning_rate", "train_nll", "train_perplexity",
+                 "valid_nll", "valid_perplexity", "tokens_per_s", "skipped_steps")
+
+
+class RunLog:
+    """Appends events to `metrics.jsonl`; rewrites `metrics.csv` and `perplexity.png` from them on demand."""
+
+    def __init__(self, run_dir: str | pathlib.Path):
+        self.run_dir = pathlib.Path(run_dir)
+        self.jsonl = self.run_dir / "metrics.jsonl"
+
+    def events(self) -> list[dict]:
+        if not self.jsonl.exists():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def write(self, event: dict) -> None:
+        with self.jsonl.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(event) + "\n")
+
+    def truncate_after(self, windows: int) -> None:
+        """Drops events logged after `windows` training windows (those a resumed run will redo)."""
+        kept = [e for e in self.events() if e.get("windows", 0) <= windows]
+        tmp = self.jsonl.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
+        os.replace(tmp, self.jsonl)
+
+    def write_csv(self) -> pathlib.Path:
+        path = self.run_dir / "metrics.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for event in self.events():
+                if event.get("kind") == "epoch":
+                    writer.writerow(event)
+        return path
+
+    def plot(self, title: str = "") -> pathlib.Path:
+        """perplexity.png: train and valid perplexity against training steps and against wall time."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        events = self.events()
+        train = [e for e in events if e.get("kind") == "train"]
+        epochs = [e for e in events if e.get("kind") == "epoch"]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+        for ax, x_key, x_label in ((axes[0], "windows", "training steps (windows)"), (axes[1], "wall_s", "wall time (s)")):
+            ax.plot([e[x_key] for e in train], [math.exp(min(e["train_nll"], 50)) for e in train],
+                    label="train (running)", color="tab:blue", alpha=0.6)
+            ax.plot([e[x_key] for e in epochs], [e["train_perplexity"] for e in epochs], "o", color="tab:blue",
+                    label="train (epoch)")
+            ax.plot([e[x_key] for e in epochs], [e["valid_perplexity"] for e in epochs], "s-", color="tab:orange",
+                    label="valid")
+            ax.set_xlabel(x_label)
+            ax.set_ylabel("perplexity")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend()
+        if title:
+            fig.suptitle(title)
+        path = self.run_dir / "perplexity.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path

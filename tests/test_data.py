@@ -1,0 +1,182 @@
+"""Data pipeline: tokenisation, vocabularies, reading errors, splits, batching and the PTB download."""
+
+import hashlib
+import io
+import tarfile
+
+import numpy as np
+import pytest
+
+from rnn_jax import data
+from rnn_jax.data import DataConfig, DataError, Vocabulary
+
+
+def test_word_tokens_follow_ptb_convention():
+    assert data.tokenize("the cat\n sat  down\n", "word") == ["the", "cat", "<eos>", "sat", "down", "<eos>"]
+    assert data.tokenize("ab\nc", "char") == ["a", "b", "\n", "c"]
+    with pytest.raises(DataError, match="level must be one of"):
+        data.tokenize("x", "byte")
+
+
+def test_build_vocab_order_caps_and_unk():
+    tokens = list("aaabbc") + ["d"]
+    vocab = data.build_vocab(tokens, "char")
+    assert vocab.tokens == ("a", "b", "c", "d", "<unk>")
+    capped = data.build_vocab(tokens, "char", max_size=3)
+    assert capped.tokens == ("a", "b", "<unk>")
+    np.testing.assert_array_equal(capped.encode("abcz"), [0, 1, 2, 2])
+    assert data.build_vocab(tokens, "char", min_count=2).tokens == ("a", "b", "<unk>")
+    ptb_like = data.build_vocab(["x", "<unk>", "<unk>", "y", "y", "y"], "word")
+    assert ptb_like.tokens == ("y", "<unk>", "x")  # PTB's own <unk> keeps its frequency rank
+    with pytest.raises(DataError, match="max_vocab must be at least 2"):
+        data.build_vocab(tokens, "char", max_size=1)
+
+
+def test_vocab_roundtrip_and_detokenize(tmp_path):
+    vocab = data.build_vocab(data.tokenize("to be or\nnot to be\n", "word"), "word")
+    ids = vocab.encode(data.tokenize("to be\nor not\n", "word"))
+    assert vocab.detokenize(ids) == "to be\nor not\n"
+    vocab.save(tmp_path / "vocab.json")
+    assert Vocabulary.load(tmp_path / "vocab.json") == vocab
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="bad.json: not a JSON vocabulary"):
+        Vocabulary.load(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"words": []}')
+    with pytest.raises(DataError, match="not a vocabulary"):
+        Vocabulary.load(tmp_path / "other.json")
+    with pytest.raises(DataError, match="no unknown token"):
+        Vocabulary(tokens=("a",), level="char", unk=None).encode("ab")
+
+
+def test_read_text_errors_name_file_and_problem(tmp_path):
+    with pytest.raises(DataError, match="missing.txt: no such file"):
+        data.read_text(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(DataError, match="empty.txt: the file is empty"):
+        data.read_text(tmp_path / "empty.txt")
+    (tmp_path / "blank.txt").write_bytes(b" \n\n")
+    with pytest.raises(DataError, match=r"blank.txt: the file is empty \(only whitespace\)"):
+        data.read_text(tmp_path / "blank.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 ok".encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.txt: not UTF-8 text: byte 0xe9 at offset 3"):
+        data.read_text(tmp_path / "latin1.txt")
+    with pytest.raises(DataError, match="is a directory"):
+        data.read_text(tmp_path)
+
+
+def test_split_text_at_line_boundaries():
+    text = "".join(f"line {i}\n" for i in range(100))
+    train, valid, test = data.split_text(text, (0.9, 0.05, 0.05))
+    assert train + valid + test == text
+    assert all(part.endswith("\n") for part in (train, valid, test))
+    assert abs(len(train) / len(text) - 0.9) < 0.02
+    with pytest.raises(DataError, match="three positive numbers summing to 1"):
+        data.split_text(text, (0.9, 0.2, 0.1))
+    with pytest.raises(DataError, match="the valid split is empty"):
+        data.split_text("one line only\n", (0.9, 0.05, 0.05), "tiny.txt")
+
+
+@pytest.mark.parametrize("naming", ["ptb.{}.txt", "{}.txt"])
+def test_directory_source_both_namings(tmp_path, naming):
+    for split, text in (("train", "a b a\nb a\n"), ("valid", "a c\n"), ("test", "b\n")):
+        (tmp_path / naming.format(split)).write_text(text)
+    corpus = data.load_corpus(DataConfig(source=str(tmp_path), level="word", max_vocab=None))
+    assert set(corpus.vocab.tokens) == {"a", "b", "<eos>", "<unk>"}  # built from train only
+    assert corpus.vocab.decode(corpus.valid) == ["a", "<unk>", "<eos>"]
+
+
+def test_directory_missing_split(tmp_path):
+    (tmp_path / "train.txt").write_text("x\n")
+    with pytest.raises(DataError, match="no valid file .looked for ptb.valid.txt or valid.txt"):
+        data.read_split_dir(tmp_path)
+
+
+def test_builtin_corpus_needs_nothing():
+    corpus = data.load_corpus(DataConfig(source="builtin", level="char", max_vocab=100))
+    assert corpus.vocab.size == 100
+    assert len(corpus.train) > 300_000 and len(corpus.valid) > 10_000 and len(corpus.test) > 10_000
+    unk = corpus.vocab.encode(["<unk>"])[0]
+    assert np.mean(corpus.train == unk) < 1e-3  # 99 characters cover the text: the vocabulary is meaningful
+    assert "assert" in corpus.vocab.detokenize(corpus.train[:2000])
+
+
+def test_single_file_source_and_vocab_reuse(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("".join(f"word{i % 7} and more\n" for i in range(200)))
+    corpus = data.load_corpus(DataConfig(source=str(path), level="word", max_vocab=None))
+    again = data.load_corpus(DataConfig(source=str(path), level="word", max_vocab=3), vocab=corpus.vocab)
+    assert again.vocab is corpus.vocab
+    with pytest.raises(DataError, match="saved vocabulary is word-level but the data config asks for char"):
+        data.load_corpus(DataConfig(source=str(path), level="char"), vocab=corpus.vocab)
+    with pytest.raises(DataError, match="nope: no such file or directory"):
+        data.load_corpus(DataConfig(source=str(tmp_path / "nope")))
+
+
+def test_batchify_and_windows_are_contiguous():
+    ids = np.arange(103)
+    rows = data.batchify(ids, 4)
+    assert rows.shape == (4, 25)
+    np.testing.assert_array_equal(rows[1], np.arange(25, 50))  # each row is a contiguous stretch of the stream
+    assert data.num_windows(rows, 5) == 4 and data.num_windows(rows, 5, drop_last=False) == 5
+    x, y = data.window(rows, 1, 5)
+    np.testing.assert_array_equal(x[0], [5, 6, 7, 8, 9])
+    np.testing.assert_array_equal(y[0], [6, 7, 8, 9, 10])
+    x_last, y_last = data.window(rows, 4, 5)
+    assert x_last.shape == (4, 4) and y_last[0, -1] == 24
+    with pytest.raises(DataError, match="the valid split has 7 tokens: too short for batch size 4"):
+        data.batchify(np.arange(7), 4, name="valid")
+    with pytest.raises(DataError, match="train split is too short: 25 tokens per batch row, a window needs 31"):
+        data.check_trainable(rows, 30)
+
+
+def make_ptb_archive(tmp_path, files):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(f"./simple-examples/data/{name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    path = tmp_path / "simple-examples.tgz"
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def checksums(files):
+    return {name: (len(content), hashlib.md5(content).hexdigest()) for name, content in files.items()}
+
+
+def test_ptb_download_verifies_and_caches(tmp_path):
+    files = {"ptb.train.txt": b" a b c \n b c \n", "ptb.valid.txt": b" a b \n", "ptb.test.txt": b" c \n"}
+    archive = make_ptb_archive(tmp_path, files)
+    cache = tmp_path / "cache"
+    directory = data.download_ptb(cache, url=archive.as_uri(), files=checksums(files))
+    assert (directory / "ptb.valid.txt").read_bytes() == files["ptb.valid.txt"]
+    archive.unlink()  # the second call is served from the verified cache
+    assert data.download_ptb(cache, url=archive.as_uri(), files=checksums(files)) == directory
+    (directory / "ptb.test.txt").write_bytes(b"damaged")  # a damaged cache is refetched, and refetching fails here
+    with pytest.raises(DataError, match="could not download the PTB archive"):
+        data.download_ptb(cache, url=archive.as_uri(), files=checksums(files))
+
+
+def test_ptb_download_rejects_wrong_checksum_and_leaves_nothing(tmp_path):
+    files = {"ptb.train.txt": b"x\n", "ptb.valid.txt": b"y\n", "ptb.test.txt": b"z\n"}
+    archive = make_ptb_archive(tmp_path, files)
+    wrong = dict(checksums(files), **{"ptb.train.txt": (2, "0" * 32)})
+    with pytest.raises(DataError, match="ptb.train.txt has md5 .*, expected 0000"):
+        data.download_ptb(tmp_path / "cache", url=archive.as_uri(), files=wrong)
+    assert not (tmp_path / "cache" / "ptb" / "ptb.train.txt").exists()
+    wrong_size = dict(checksums(files), **{"ptb.valid.txt": (5, "0" * 32)})
+    with pytest.raises(DataError, match="ptb.valid.txt has 2 bytes, expected 5"):
+        data.download_ptb(tmp_path / "cache", url=archive.as_uri(), files=wrong_size)
+    partial = make_ptb_archive(tmp_path, {"ptb.train.txt": b"x\n"})
+    with pytest.raises(DataError, match="the archive has no data/ptb.valid.txt"):
+        data.download_ptb(tmp_path / "cache2", url=partial.as_uri(), files=checksums(files))
+    (tmp_path / "plain.txt").write_text("not an archive")
+    with pytest.raises(DataError, match="not a tar archive"):
+        data.download_ptb(tmp_path / "cache3", url=(tmp_path / "plain.txt").as_uri(), files=checksums(files))
+
+
+def test_real_ptb_checksums_match_the_references():
+    assert data.PTB_FILES["ptb.valid.txt"] == (399_782, "aa0affc06ff7c36e977d7cd49e3839bf")
+    assert data.PTB_FILES["ptb.test.txt"] == (449_945, "8b80168b89c18661a38ef683c0dc3721")
+    assert data.PTB_FILES["ptb.train.txt"][0] == 5_101_618

@@ -1,0 +1,33 @@
+"""The experiment scripts: command-line overrides, resume and sampling (param_count has its own file)."""
+
+import pytest
+
+from experiments import sample, train_lm
+from rnn_jax.cli import parse_config
+from rnn_jax.training import TrainConfig
+
+
+def test_nested_overrides():
+    config = parse_config(TrainConfig(), ["--model-hidden-size", "64", "--optim-name", "adam", "--data-split",
+                                          "0.8,0.1,0.1", "--batch-size", "7", "--model-initializer", "pytorch",
+                                          "--model-init-scale", "none"])
+    assert config.model.hidden_size == 64 and config.optim.name == "adam" and config.batch_size == 7
+    assert config.data.split == (0.8, 0.1, 0.1) and config.model.init_scale is None
+    with pytest.raises(SystemExit):
+        parse_config(TrainConfig(), ["--model-use-bias", "maybe"])
+
+
+def test_train_resume_and_sample(tmp_path, capsys):
+    path = tmp_path / "text.txt"
+    path.write_text("".join(f"line {i % 13} of a small text\n" for i in range(400)))
+    common = ["--data-source", str(path), "--data-max-vocab", "none", "--run-dir", str(tmp_path / "run"),
+              "--max-windows-per-epoch", "3", "--sample-length", "10", "--no-progress"]
+    result = train_lm.main(common + ["--epochs", "1"])
+    out = capsys.readouterr().out
+    assert "config notes" in out and "epoch 1/1" in out and "sample:" in out
+    assert result.history[0]["epoch"] == 1
+    resumed = train_lm.main(["--resume", "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    assert "resumed" in capsys.readouterr().out and len(resumed.history) == 1
+    text = sample.main(["--run-dir", str(tmp_path / "run"), "--prompt", "line", "--length", "12", "--seed", "1"])
+    assert text.startswith("line") and len(text) == 16
+    assert text == sample.main(["--run-dir", str(tmp_path / "run"), "--prompt", "line", "--length", "12", "--seed", "1"])

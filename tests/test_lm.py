@@ -1,0 +1,157 @@
+"""The language model: shapes, errors, dropout, weight tying, causality, any cell, overfitting one batch."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rnn_jax import DTypeError, ShapeError, count_params, lstm
+from rnn_jax.lm import LanguageModel, LMConfig, dropout, sequence_loss
+
+B, T = 3, 6
+
+
+def model_and_params(**overrides):
+    config = LMConfig(**{"vocab_size": 11, "embed_size": 4, "hidden_size": 5, **overrides})
+    model = LanguageModel(config)
+    return model, model.init(jax.random.key(0))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_shapes_every_cell(cell, num_layers):
+    model, params = model_and_params(cell=cell, num_layers=num_layers, use_bias=True, output_bias=True)
+    tokens = jax.random.randint(jax.random.key(1), (B, T), 0, 11)
+    logits, carry = model.apply(params, model.initial_state(B), tokens)
+    assert logits.shape == (B, T, 11) and len(carry) == num_layers
+
+
+def test_notes_network_has_4400_weights_plus_embedding():
+    model = LanguageModel(LMConfig(vocab_size=100, embed_size=10, hidden_size=20))
+    params = model.init(jax.random.key(0))
+    assert count_params(params.rnn) + count_params(params.output) == 4400
+    assert count_params(params.embedding) == 1000
+
+
+@pytest.mark.parametrize("runner", ["scan", "unrolled"])
+def test_runners_agree_inside_the_model(runner):
+    model, params = model_and_params(num_layers=2, cell="gru")
+    other = LanguageModel(LMConfig(vocab_size=11, embed_size=4, hidden_size=5, num_layers=2, cell="gru", runner=runner))
+    tokens = jax.random.randint(jax.random.key(1), (B, T), 0, 11)
+    np.testing.assert_allclose(model.apply(params, model.initial_state(B), tokens)[0],
+                               other.apply(params, other.initial_state(B), tokens)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_any_cell_object_works():
+    class TanhFreeCell:  # a user cell with only the three functions (no hoisting hooks)
+        init = staticmethod(lstm.init)
+        initial_state = staticmethod(lstm.initial_state)
+        step = staticmethod(lstm.step)
+
+    model = LanguageModel(LMConfig(vocab_size=11, embed_size=4, hidden_size=5), cell=TanhFreeCell())
+    params = model.init(jax.random.key(0))
+    reference = LanguageModel(LMConfig(vocab_size=11, embed_size=4, hidden_size=5))
+    tokens = jnp.ones((B, T), jnp.int32)
+    np.testing.assert_allclose(model.apply(params, model.initial_state(B), tokens)[0],
+                               reference.apply(params, reference.initial_state(B), tokens)[0], rtol=1e-6)
+
+
+def test_token_errors_are_clear():
+    model, params = model_and_params()
+    carry = model.initial_state(B)
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 10\]; got a value 11 .*vocabulary has 11"):
+        model.apply(params, carry, jnp.full((B, T), 11))
+    with pytest.raises(ValueError, match="got a value -1"):
+        model.apply(params, carry, jnp.full((B, T), -1))
+    with pytest.raises(DTypeError, match="tokens must be an integer array; got float32"):
+        model.apply(params, carry, jnp.zeros((B, T)))
+    with pytest.raises(ShapeError, match=r"tokens must have shape \(B, T\); got \(6,\)"):
+        model.apply(params, carry, jnp.zeros((T,), jnp.int32))
+    # Under jit the ids are not visible; an out-of-range id becomes NaN, never a silently clamped row.
+    logits, _ = jax.jit(model.apply)(params, carry, jnp.full((B, T), 11))
+    assert np.all(np.isnan(np.asarray(logits)))
+
+
+def test_tied_weights_use_the_embedding():
+    model, params = model_and_params(embed_size=5, tie_weights=True, output_bias=True)
+    assert params.output.V is None and params.output.c.shape == (11,)
+    logits, _ = model.apply(params, model.initial_state(1), jnp.zeros((1, 1), jnp.int32))
+    _, h = lstm.step(params.rnn[0], lstm.initial_state(5, (1,)), params.embedding[:1])
+    np.testing.assert_allclose(logits[0, 0], h[0] @ params.embedding.T + params.output.c, rtol=1e-5)
+    with pytest.raises(ValueError, match="tie_weights needs embed_size == hidden_size"):
+        LMConfig(embed_size=4, hidden_size=5, tie_weights=True)
+
+
+def test_dropout_function():
+    x = jnp.ones((2, 50, 40))
+    y = dropout(jax.random.key(0), x, 0.5)
+    kept = np.asarray(y) != 0
+    assert 0.4 < kept.mean() < 0.6 and np.allclose(np.asarray(y)[kept], 2.0)
+    same = np.asarray(dropout(jax.random.key(0), x, 0.5, same_mask_over_time=True)) != 0
+    assert np.all(same == same[:, :1, :])  # one mask for every time step
+    assert not np.all(kept == kept[:, :1, :])
+    assert dropout(jax.random.key(0), x, 0.0) is x
+
+
+def test_dropout_only_in_training_and_keyed():
+    model, params = model_and_params(dropout=0.5, num_layers=2)
+    tokens = jnp.ones((B, T), jnp.int32)
+    carry = model.initial_state(B)
+    evaluation = model.apply(params, carry, tokens)[0]
+    a = model.apply(params, carry, tokens, key=jax.random.key(1), train=True)[0]
+    b = model.apply(params, carry, tokens, key=jax.random.key(1), train=True)[0]
+    c = model.apply(params, carry, tokens, key=jax.random.key(2), train=True)[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, evaluation)
+    np.testing.assert_array_equal(evaluation, model.apply(params, carry, tokens, train=False)[0])
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        model.apply(params, carry, tokens, train=True)
+
+
+def test_causality_no_gradient_from_the_future():
+    model, params = model_and_params(num_layers=2, cell="gru")
+    xs = jax.random.normal(jax.random.key(3), (B, T, 4))
+    targets = jnp.zeros((B, T), jnp.int32)
+    for t in range(T):
+        def loss_at_t(xs):
+            logits, _ = model.apply_embeddings(params, model.initial_state(B), xs)
+            return optax.softmax_cross_entropy_with_integer_labels(logits[:, t], targets[:, t]).sum()
+
+        grad = np.asarray(jax.grad(loss_at_t)(xs))
+        assert np.all(grad[:, t + 1:] == 0), f"loss at step {t} depends on later inputs"
+        assert np.any(grad[:, : t + 1] != 0)
+
+
+def test_loss_reductions():
+    logits = jax.random.normal(jax.random.key(0), (B, T, 7))
+    targets = jax.random.randint(jax.random.key(1), (B, T), 0, 7)
+    mean = sequence_loss(logits, targets, "token_mean")
+    np.testing.assert_allclose(sequence_loss(logits, targets, "sum_time_mean_batch"), T * mean, rtol=1e-6)
+    np.testing.assert_allclose(sequence_loss(logits, targets, "sum"), B * T * mean, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown loss reduction"):
+        sequence_loss(logits, targets, "median")
+
+
+def test_tiny_model_overfits_a_repeated_batch():
+    model, params = model_and_params(vocab_size=20, embed_size=8, hidden_size=32, use_bias=True, output_bias=True)
+    tokens = jax.random.randint(jax.random.key(5), (4, 13), 0, 20)
+    optimizer = optax.adam(3e-2)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        def loss_fn(p):
+            return sequence_loss(model.apply(p, model.initial_state(4), tokens[:, :-1])[0], tokens[:, 1:])
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    first = None
+    for _ in range(300):
+        params, opt_state, loss = step(params, opt_state)
+        first = float(loss) if first is None else first
+    assert first > 0.8 * math.log(20)
+    assert float(loss) < 0.05 * math.log(20), f"final loss {float(loss)}"

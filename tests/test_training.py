@@ -1,0 +1,208 @@
+"""Training: schedules, the jitted step, non-finite guard, runs on disk, exact resume, the learning floor."""
+
+import dataclasses
+import json
+import math
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import data as data_lib
+from rnn_jax.checkpoints import Checkpointer
+from rnn_jax.lm import LanguageModel, LMConfig
+from rnn_jax.training import (OptimConfig, TrainConfig, TrainState, config_from_dict, config_to_dict, generate,
+                              learning_rate_schedule, make_optimizer, make_train_step, train)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "eps"]
+    lines = [" ".join(rng.choice(words, size=rng.integers(3, 9))) for _ in range(800)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def small_config(path, **overrides):
+    base = TrainConfig(
+        model=LMConfig(vocab_size=8, embed_size=6, hidden_size=12, num_layers=2, use_bias=True, output_bias=True,
+                       dropout=0.1),
+        data=data_lib.DataConfig(source=str(path), level="char", max_vocab=None),
+        optim=OptimConfig(name="adam", learning_rate=1e-2, clip_norm=1.0),
+        batch_size=4, num_steps=10, epochs=2, max_windows_per_epoch=12, log_every=4, checkpoint_every=5,
+        keep_checkpoints=50, sample_length=20, sample_prompt="al")
+    return dataclasses.replace(base, **overrides)
+
+
+def test_zaremba_schedule_decays_after_k_epochs():
+    optim = OptimConfig(name="sgd", learning_rate=1.0, schedule="zaremba", decay_after=4, decay=0.5)
+    schedule = learning_rate_schedule(optim, steps_per_epoch=10, total_steps=130)
+    rates = [float(schedule(epoch * 10 + 3)) for epoch in range(7)]
+    assert rates == [1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+
+
+def test_warmup_then_cosine():
+    optim = OptimConfig(name="adam", learning_rate=1e-3, schedule="cosine", warmup_steps=10, final_fraction=0.1)
+    schedule = learning_rate_schedule(optim, steps_per_epoch=10, total_steps=110)
+    assert float(schedule(0)) == 0.0 and math.isclose(float(schedule(5)), 5e-4, rel_tol=1e-5)
+    assert math.isclose(float(schedule(10)), 1e-3, rel_tol=1e-5)
+    assert math.isclose(float(schedule(110)), 1e-4, rel_tol=1e-4)
+
+
+def test_config_validation_and_roundtrip():
+    config = TrainConfig()
+    assert config_from_dict(TrainConfig, json.loads(json.dumps(config_to_dict(config)))) == config
+    with pytest.raises(ValueError, match="batch_size must be a positive int; got 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="hidden_size must be a positive int; got -3"):
+        LMConfig(hidden_size=-3)
+    with pytest.raises(ValueError, match="OptimConfig.name must be"):
+        OptimConfig(name="lion")
+    with pytest.raises(ValueError, match="has no field"):
+        config_from_dict(TrainConfig, {"batchsize": 3})
+
+
+def make_state(model, optimizer, seed=0):
+    params = model.init(jax.random.PRNGKey(seed))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                      key=jax.random.PRNGKey(seed + 1))
+
+
+def test_train_step_traces_once_over_carried_windows():
+    model = LanguageModel(LMConfig(vocab_size=9, embed_size=4, hidden_size=8, dropout=0.2, num_layers=2))
+    optimizer = make_optimizer(OptimConfig(name="sgd", learning_rate=0.5), 10, 100)
+    step = jax.jit(chex.assert_max_traces(make_train_step(model, optimizer, "token_mean"), n=1))
+    state, carry = make_state(model, optimizer), model.initial_state(3)
+    rows = data_lib.batchify(np.arange(400) % 9, 3)
+    for index in range(6):
+        inputs, targets = data_lib.window(rows, index, 7)
+        state, carry, metrics = step(state, carry, jnp.asarray(inputs), jnp.asarray(targets))
+        assert bool(metrics["finite"])
+    assert int(state.step) == 6
+
+
+def test_non_finite_step_is_not_applied():
+    model = LanguageModel(LMConfig(vocab_size=9, embed_size=4, hidden_size=8))
+    optimizer = make_optimizer(OptimConfig(name="adam", learning_rate=0.1), 10, 100)
+    state = make_state(model, optimizer)
+    poisoned = state._replace(params=state.params._replace(embedding=state.params.embedding.at[3].set(jnp.nan)))
+    carry = model.initial_state(2)
+    inputs = jnp.array([[1, 3, 2], [0, 1, 2]])
+    new_state, new_carry, metrics = jax.jit(make_train_step(model, optimizer, "token_mean"))(
+        poisoned, carry, inputs, inputs)
+    assert not bool(metrics["finite"])
+    chex.assert_trees_all_equal(new_state.params, poisoned.params)
+    chex.assert_trees_all_equal(new_state.opt_state, poisoned.opt_state)
+    chex.assert_trees_all_equal(new_carry, carry)
+    assert int(new_state.step) == 0
+
+
+def test_run_writes_everything(text_file, tmp_path):
+    run_dir = tmp_path / "run"
+    lines = []
+    result = train(small_config(text_file), run_dir, progress=False, log=lines.append)
+    for name in ("config.json", "vocab.json", "metrics.jsonl", "metrics.csv", "perplexity.png", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "perplexity.png").stat().st_size > 10_000
+    assert len(result.history) == 2 and any(line.startswith("epoch 2/2") for line in lines)
+    assert result.history[1]["valid_perplexity"] < result.history[0]["valid_perplexity"] < result.vocab.size + 1
+    csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,windows,step") and len(csv_lines) == 3
+    assert result.sample.startswith("al") and len(result.sample) == 22
+    assert json.loads((run_dir / "config.json").read_text())["model"]["vocab_size"] == result.vocab.size
+    assert result.train_step._cache_size() == 1  # the jitted step compiled once for the whole run
+    with pytest.raises(FileExistsError, match="already holds a run with checkpoints"):
+        train(small_config(text_file), run_dir, progress=False, log=lines.append)
+
+
+def final_checkpoint(run_dir, config):
+    model = LanguageModel(config.model)
+    optimizer = make_optimizer(config.optim, 12, 24)
+    template = (make_state(model, optimizer), model.initial_state(config.batch_size))
+    checkpointer = Checkpointer(run_dir / "checkpoints", keep=50)
+    tree, record, step = checkpointer.restore_latest(template)
+    checkpointer.close()
+    return tree, record, step
+
+
+@pytest.mark.parametrize("cut_after", [5, 12, 15])  # mid-epoch 1, end of epoch 1, mid-epoch 2
+def test_resumed_run_equals_uninterrupted_run(text_file, tmp_path, cut_after):
+    config = small_config(text_file)
+    full = train(config, tmp_path / "full", progress=False, log=lambda _: None)
+    partial = tmp_path / "partial"
+    shutil.copytree(tmp_path / "full", partial)
+    for step_dir in (partial / "checkpoints").iterdir():  # the run "died" right after checkpoint `cut_after`
+        if step_dir.name.isdigit() and int(step_dir.name) > cut_after:
+            shutil.rmtree(step_dir)
+    for name in ("summary.json", "metrics.csv", "perplexity.png"):
+        (partial / name).unlink()
+    resumed = train(None, partial, resume=True, progress=False, log=lambda _: None)
+    (full_tree, full_record, full_step), (resumed_tree, resumed_record, resumed_step) = (
+        final_checkpoint(tmp_path / "full", full.config), final_checkpoint(partial, resumed.config))
+    assert full_step == resumed_step == 24
+    chex.assert_trees_all_equal(full_tree, resumed_tree)  # bit for bit: params, optimiser state, key, carry
+    assert [e["valid_nll"] for e in full.history] == [e["valid_nll"] for e in resumed.history]
+    assert [e["train_nll"] for e in full.history] == [e["train_nll"] for e in resumed.history]
+    assert full.sample == resumed.sample and full.test == resumed.test
+
+
+def test_resume_checks(text_file, tmp_path):
+    config = small_config(text_file, epochs=1)
+    with pytest.raises(FileNotFoundError, match="config.json does not exist"):
+        train(None, tmp_path / "nothing", resume=True, progress=False)
+    train(config, tmp_path / "run", progress=False, log=lambda _: None)
+    with pytest.raises(ValueError, match="config differs from the one saved"):
+        train(dataclasses.replace(config, seed=5), tmp_path / "run", resume=True, progress=False)
+    data_lib.Vocabulary(tokens=("a", "<unk>"), level="char").save(tmp_path / "run" / "vocab.json")
+    with pytest.raises(data_lib.DataError, match="vocab.json has 2 entries but the checkpointed model has vocab_size"):
+        train(None, tmp_path / "run", resume=True, progress=False)
+
+
+def test_generate_is_seeded_and_greedy_is_argmax(text_file):
+    corpus = data_lib.load_corpus(data_lib.DataConfig(source=str(text_file), level="char", max_vocab=None))
+    model = LanguageModel(LMConfig(vocab_size=corpus.vocab.size, embed_size=4, hidden_size=8))
+    params = model.init(jax.random.PRNGKey(0))
+    a = generate(model, params, corpus.vocab, "ga", 15, temperature=1.0, key=jax.random.PRNGKey(3))
+    assert a == generate(model, params, corpus.vocab, "ga", 15, temperature=1.0, key=jax.random.PRNGKey(3))
+    greedy = generate(model, params, corpus.vocab, "ga", 3, temperature=0.0)
+    ids = list(corpus.vocab.encode("ga"))
+    for _ in range(3):
+        logits, _ = model.apply(params, model.initial_state(1), jnp.asarray([ids]))
+        ids.append(int(jnp.argmax(logits[0, -1])))
+    assert greedy == corpus.vocab.detokenize(ids)
+
+
+def markov_source(num_symbols=5, length=60_000, seed=0):
+    """Text from a first-order Markov chain and its exact entropy rate (nats per symbol)."""
+    rng = np.random.default_rng(seed)
+    transition = rng.dirichlet(np.full(num_symbols, 0.5), size=num_symbols)
+    eigenvalues, eigenvectors = np.linalg.eig(transition.T)
+    stationary = np.real(eigenvectors[:, np.argmin(np.abs(eigenvalues - 1))])
+    stationary /= stationary.sum()
+    entropy_rate = -np.sum(stationary[:, None] * transition * np.log(transition))
+    states = [0]
+    cumulative = np.cumsum(transition, axis=1)
+    for u in rng.random(length - 1):
+        states.append(int(np.searchsorted(cumulative[states[-1]], u)))
+    letters = "\nabcdefghi"  # the newline is one of the chain's symbols, so line splits add no entropy
+    return "".join(letters[s] for s in states), float(entropy_rate)
+
+
+def test_learns_a_markov_source_down_to_its_entropy_rate(tmp_path):
+    text, entropy_rate = markov_source()
+    path = tmp_path / "markov.txt"
+    path.write_text(text)
+    config = TrainConfig(
+        model=LMConfig(vocab_size=8, embed_size=8, hidden_size=32, use_bias=True, output_bias=True),
+        data=data_lib.DataConfig(source=str(path), level="char", max_vocab=None, split=(0.8, 0.1, 0.1)),
+        optim=OptimConfig(name="adam", learning_rate=1e-2, clip_norm=1.0, schedule="cosine"),
+        batch_size=32, num_steps=50, epochs=6, sample_length=0)
+    result = train(config, tmp_path / "run", progress=False, log=lambda _: None)
+    gap = result.test["nll"] - entropy_rate  # no model can beat the source's entropy rate (beyond sampling noise)
+    print(f"Markov source: entropy rate {entropy_rate:.4f} nats/symbol, test NLL {result.test['nll']:.4f}, gap {gap:.4f}")
+    assert -0.02 < gap < 0.03, f"test NLL {result.test['nll']:.4f}, entropy rate {entropy_rate:.4f}"
