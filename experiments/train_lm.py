@@ -14,7 +14,7 @@ from typing import Sequence
 
 from rnn_jax.cli import add_config_arguments, apply_overrides
 from rnn_jax.configs import PRESETS, get_preset
-from rnn_jax.training import TrainConfig, train
+from rnn_jax.training import TrainConfig, TrainingInterrupted, train
 
 
 def main(argv: Sequence[str] | None = None):
@@ -30,8 +30,12 @@ def main(argv: Sequence[str] | None = None):
     run_dir = args.run_dir or f"runs/{preset.name}"
     print(f"config {preset.name}: {preset.command}\n  expected: {preset.expected}\n  source: {preset.source}")
     overridden = config != preset.config
-    result = train(config if (not args.resume or overridden) else None, run_dir, resume=args.resume,
-                   progress=not args.no_progress)
+    try:
+        result = train(config if (not args.resume or overridden) else None, run_dir, resume=args.resume,
+                       progress=not args.no_progress)
+    except TrainingInterrupted as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
     if result.sample:
         print("\nsample:\n" + result.sample)
     return result

@@ -1,9 +1,14 @@
 """Run checkpoints with orbax's `CheckpointManager`: the last N and the best on validation are kept.
 
 A checkpoint holds the train state (parameters, optimiser state, step, PRNG key), the recurrent carry at the
-saved data position, and a JSON record of the position (epoch, window, windows done), elapsed time and the
-best validation NLL so far. Saves are synchronous and atomic (orbax writes to a temporary directory and
-renames it), so a run killed mid-save leaves the previous checkpoints intact.
+saved data position, and a JSON record of the position (epoch, window, windows done), elapsed time, the best
+validation NLL so far and a SHA-256 digest of every array. Saves are synchronous and atomic (orbax writes to a
+temporary directory and renames it), so a run killed mid-save leaves the previous checkpoints intact.
+
+Restoring verifies the digest, so flipped bytes are caught as surely as missing or truncated files: a damaged
+checkpoint is never loaded. `restore_latest` falls back to the newest intact checkpoint and reports the damaged
+ones; `quarantine` renames a damaged step folder aside (it is never deleted) so a resumed run can save that
+step again.
 
 Example:
     >>> ckpt = Checkpointer("runs/x/checkpoints", keep=2)               # doctest: +SKIP
@@ -13,16 +18,28 @@ Example:
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint (none saved, or every one damaged)."""
+
+
+def tree_digest(tree: Any) -> str:
+    """SHA-256 over every leaf's dtype, shape and bytes, in tree order."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        array = np.asarray(jax.device_get(leaf))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 class Checkpointer:
@@ -53,22 +70,45 @@ class Checkpointer:
         if step in self.manager.all_steps():
             return False
         metrics = None if valid_nll is None else {"valid_nll": float(valid_nll)}
+        record = dict(record, tree_sha256=tree_digest(tree))
         args = ocp.args.Composite(state=ocp.args.StandardSave(tree), record=ocp.args.JsonSave(record))
         saved = self.manager.save(step, args=args, metrics=metrics, force=True)
         self.manager.wait_until_finished()
         return bool(saved)
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict]:
-        """The tree (shaped like `template`) and record saved at `step`."""
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(template), record=ocp.args.JsonRestore())
-        restored = self.manager.restore(step, args=args)
-        return restored.state, dict(restored.record)
-
-    def restore_latest(self, template: Any) -> tuple[Any, dict, int]:
-        """The newest checkpoint that restores; damaged newer ones are reported and skipped (never deleted).
+        """The tree (shaped like `template`) and record saved at `step`, verified against the saved digest.
 
         Raises:
-            CheckpointError: if there is no checkpoint, or none restores.
+            CheckpointError: the checkpoint is damaged (unreadable, or its arrays do not match the digest).
+        """
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(template), record=ocp.args.JsonRestore())
+        try:
+            restored = self.manager.restore(step, args=args)
+        except Exception as e:  # orbax and tensorstore raise many types for damaged files
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise CheckpointError(f"checkpoint {step} in {self.directory} is damaged: {type(e).__name__}: "
+                                  f"{first_line[:300]}") from e
+        record = dict(restored.record or {})
+        expected = record.pop("tree_sha256", None)
+        if expected is None or tree_digest(restored.state) != expected:
+            raise CheckpointError(f"checkpoint {step} in {self.directory} is damaged: its arrays do not match the "
+                                  "SHA-256 digest saved with them" if expected else
+                                  f"checkpoint {step} in {self.directory} is damaged: its record has no digest")
+        return restored.state, record
+
+    def restore_latest(self, template: Any, report: Callable[[str], None] | None = None) -> tuple[Any, dict, int]:
+        """The newest intact checkpoint; each damaged newer one is reported (and left on disk).
+
+        Args:
+            template: a tree shaped like the saved one.
+            report: called with a message for each damaged checkpoint skipped.
+
+        Returns:
+            (tree, record, step).
+
+        Raises:
+            CheckpointError: if there is no checkpoint, or none is intact.
         """
         steps = self.steps()
         if not steps:
@@ -77,12 +117,25 @@ class Checkpointer:
         for step in reversed(steps):
             try:
                 tree, record = self.restore(step, template)
-                for reason in failures:
-                    logging.warning("skipped damaged checkpoint: %s", reason)
-                return tree, record, step
-            except Exception as e:  # orbax raises many types for damaged files; each is reported
-                failures.append(f"step {step}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        raise CheckpointError(f"no intact checkpoint in {self.directory}; tried " + "; ".join(failures))
+            except CheckpointError as e:
+                failures.append(str(e))
+                if report is not None:
+                    report(f"{e}; trying an older one")
+                continue
+            return tree, record, step
+        raise CheckpointError(f"no intact checkpoint in {self.directory} ({len(steps)} tried, none deleted): "
+                              + "; ".join(failures))
+
+    def quarantine(self, step: int) -> pathlib.Path:
+        """Renames a (damaged) step folder to `<step>.damaged[-k]` so the step can be saved again; never deletes."""
+        source = self.directory / str(step)
+        target = self.directory / f"{step}.damaged"
+        k = 1
+        while target.exists():
+            target, k = self.directory / f"{step}.damaged-{k}", k + 1
+        source.rename(target)
+        self.manager.reload()
+        return target
 
     def close(self) -> None:
         self.manager.close()

@@ -25,9 +25,16 @@ class RunLog:
         self.jsonl = self.run_dir / "metrics.jsonl"
 
     def events(self) -> list[dict]:
+        """Logged events; a line cut short by a killed process is skipped."""
         if not self.jsonl.exists():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+        events = []
+        for line in self.jsonl.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
 
     def write(self, event: dict) -> None:
         with self.jsonl.open("a", encoding="utf-8") as f:
@@ -42,12 +49,14 @@ class RunLog:
 
     def write_csv(self) -> pathlib.Path:
         path = self.run_dir / "metrics.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
+        tmp = self.run_dir / ".metrics.csv.tmp"
+        with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             for event in self.events():
                 if event.get("kind") == "epoch":
                     writer.writerow(event)
+        os.replace(tmp, path)
         return path
 
     def plot(self, title: str = "") -> pathlib.Path:
@@ -76,6 +85,8 @@ class RunLog:
         if title:
             fig.suptitle(title)
         path = self.run_dir / "perplexity.png"
-        fig.savefig(path, dpi=100)
+        tmp = self.run_dir / ".perplexity.png.tmp"
+        fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)
+        os.replace(tmp, path)
         return path

@@ -19,12 +19,14 @@ Example:
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import pathlib
+import signal
+import threading
 import time
 import typing
 from typing import Any, Callable, NamedTuple, Optional
@@ -328,6 +330,40 @@ class NonFiniteError(FloatingPointError):
     """Too many consecutive training steps had a non-finite loss or gradient."""
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped the run after saving a checkpoint; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Records SIGTERM/SIGINT in `flag["signum"]` instead of dying, so the loop can save first (main thread only)."""
+    flag: dict[str, Optional[int]] = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, _frame):
+        flag["signum"] = signum
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What `train` returns: the run directory, per-epoch history, final figures, the sample."""
@@ -350,6 +386,9 @@ def _resolve_config(config: TrainConfig | None, run_dir: pathlib.Path, resume: b
         if not saved_path.exists():
             raise FileNotFoundError(f"--resume: {saved_path} does not exist; is {run_dir} a run directory?")
         saved = config_from_dict(TrainConfig, json.loads(saved_path.read_text(encoding="utf-8")))
+        if config is not None:  # vocab_size is derived from the corpus, so it is not compared
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                           vocab_size=saved.model.vocab_size))
         if config is not None and config_to_dict(config) != config_to_dict(saved):
             raise ValueError(f"--resume: the config differs from the one saved in {saved_path}; resume without "
                              "overrides, or start a new run directory")
@@ -365,6 +404,11 @@ def _resolve_config(config: TrainConfig | None, run_dir: pathlib.Path, resume: b
 def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     """Trains a language model, writing everything to `run_dir`; see the module docstring.
+
+    Faults: SIGTERM/SIGINT save a checkpoint at the current step and raise `TrainingInterrupted`; a resumed run
+    skips damaged checkpoints (reporting each, renaming it aside, never deleting it) and continues from the
+    newest intact one; a step with a non-finite loss or gradient is not applied, and `max_bad_steps` of them
+    in a row raise `NonFiniteError` without touching the saved checkpoints.
 
     Args:
         config: the run's config (None with resume=True: the saved one).
@@ -395,8 +439,8 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
         log(f"vocab_size {config.model.vocab_size} -> {corpus.vocab.size} (the vocabulary built from the training split)")
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=corpus.vocab.size))
     if not resume:
-        (run_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2), encoding="utf-8")
-        corpus.vocab.save(vocab_path)
+        _write_atomically(run_dir / "config.json", json.dumps(config_to_dict(config), indent=2))
+        _write_atomically(vocab_path, json.dumps(corpus.vocab.to_json(), ensure_ascii=False))
 
     rows = data_lib.batchify(corpus.train, config.batch_size, name="train")
     data_lib.check_trainable(rows, config.num_steps)
@@ -420,9 +464,15 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
 
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.keep_checkpoints)
     runlog = RunLog(run_dir)
-    if resume:
-        (state, carry), record, restored_step = checkpointer.restore_latest((state, carry))
-        record.pop("config", None)
+    if resume and not checkpointer.steps():
+        runlog.truncate_after(0)
+        log(f"{run_dir} has no checkpoint yet: starting the run from the beginning")
+    elif resume:
+        (state, carry), restored, restored_step = checkpointer.restore_latest((state, carry), report=log)
+        for damaged in [step for step in checkpointer.steps() if step > restored_step]:
+            log(f"checkpoint {damaged} is damaged: moved aside to {checkpointer.quarantine(damaged).name}")
+        restored.pop("config", None)
+        record.update(restored)
         runlog.truncate_after(record["windows"])
         log(f"resumed {run_dir} at checkpoint {restored_step}: epoch {record['epoch'] + 1}, window {record['window']}")
     log(f"{corpus.description}: {len(corpus.train):,} train / {len(corpus.valid):,} valid / {len(corpus.test):,} test "
@@ -433,76 +483,92 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
         checkpointer.save(record["windows"], (state, carry), dict(record, config=config_to_dict(config)),
                           valid_nll=valid_nll)
 
+    def interrupt(signum: int):
+        record["elapsed"] = time.perf_counter() - start_time
+        record["epoch_seconds"] = time.perf_counter() - epoch_start
+        save()
+        checkpointer.close()
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(f"{name} received: saved checkpoint {record['windows']} (epoch {record['epoch'] + 1}, "
+                                  f"window {record['window']}) in {checkpointer.directory}; continue with --resume",
+                                  signum)
+
     start_time = time.perf_counter() - record["elapsed"]
     history = [e for e in runlog.events() if e.get("kind") == "epoch"]
     bad_in_row = 0
-    for epoch in range(record["epoch"], config.epochs):
-        if record["window"] == 0:
-            carry = model.initial_state(config.batch_size)
-            record.update(epoch_nll=0.0, epoch_windows=0, epoch_seconds=0.0)
-        running = []
-        epoch_start = time.perf_counter() - record["epoch_seconds"]
-        bar = tqdm(total=windows_per_epoch, initial=record["window"], desc=f"epoch {epoch + 1}/{config.epochs}",
-                   unit="win", disable=not progress, mininterval=0.5, leave=False)
-        for index in range(record["window"], windows_per_epoch):
-            inputs, targets = data_lib.window(rows, index, config.num_steps)
-            state, carry, metrics = train_step(state, carry, jnp.asarray(inputs), jnp.asarray(targets))
-            metrics = jax.device_get(metrics)
-            record["window"], record["windows"] = index + 1, record["windows"] + 1
-            if not metrics["finite"]:
-                bad_in_row += 1
-                record["skipped_steps"] += 1
-                runlog.write({"kind": "skipped", "windows": record["windows"], "epoch": epoch + 1,
-                              "loss": float(metrics["loss"])})
-                if bad_in_row >= config.max_bad_steps:
-                    checkpointer.close()
-                    raise NonFiniteError(
-                        f"{bad_in_row} consecutive non-finite training steps (the last at window {index} of epoch "
-                        f"{epoch + 1}, run step {record['windows']}); none was applied. The last good checkpoint in "
-                        f"{checkpointer.directory} is intact; lower the learning rate or check the data")
-                continue
-            bad_in_row = 0
-            record["epoch_nll"] += float(metrics["nll"])
-            record["epoch_windows"] += 1
-            running.append(float(metrics["nll"]))
-            bar.update(1)
-            if record["windows"] % config.log_every == 0:
-                mean_nll = float(np.mean(running))
-                running = []
-                elapsed = time.perf_counter() - epoch_start
-                tokens_per_s = record["epoch_windows"] * inputs.size / max(elapsed, 1e-9)
-                bar.set_postfix(loss=f"{mean_nll:.3f}", ppl=f"{math.exp(min(mean_nll, 50)):.1f}",
-                                tok_s=f"{tokens_per_s:,.0f}")
-                runlog.write({"kind": "train", "windows": record["windows"], "epoch": epoch + 1,
-                              "wall_s": time.perf_counter() - start_time, "train_nll": mean_nll,
-                              "grad_norm": float(metrics["grad_norm"]), "tokens_per_s": tokens_per_s})
-            if config.checkpoint_every and record["window"] % config.checkpoint_every == 0 \
-                    and record["window"] < windows_per_epoch:
-                record["elapsed"] = time.perf_counter() - start_time
-                record["epoch_seconds"] = time.perf_counter() - epoch_start
-                save()
-        bar.close()
-        epoch_time = time.perf_counter() - epoch_start
-        valid = evaluate(model, state.params, corpus.valid, eval_batch, config.num_steps, eval_step)
-        train_nll = record["epoch_nll"] / max(record["epoch_windows"], 1)
-        record.update(epoch=epoch + 1, window=0, elapsed=time.perf_counter() - start_time)
-        if record["best_valid_nll"] is None or valid["nll"] < record["best_valid_nll"]:
-            record["best_valid_nll"], record["best_step"] = valid["nll"], record["windows"]
-        event = {"kind": "epoch", "epoch": epoch + 1, "windows": record["windows"], "step": int(state.step),
-                 "wall_s": record["elapsed"], "learning_rate": float(schedule(max(int(state.step) - 1, 0))),
-                 "train_nll": train_nll, "train_perplexity": math.exp(min(train_nll, 700)),
-                 "valid_nll": valid["nll"], "valid_perplexity": valid["perplexity"],
-                 "tokens_per_s": record["epoch_windows"] * config.batch_size * config.num_steps / max(epoch_time, 1e-9),
-                 "skipped_steps": record["skipped_steps"]}
-        runlog.write(event)
-        history.append(event)
-        save(valid_nll=valid["nll"])
-        runlog.write_csv()
-        runlog.plot(title=f"{config.model.cell.upper()} {config.model.num_layers}x{config.model.hidden_size}, "
-                          f"{corpus.description}")
-        log(f"epoch {epoch + 1}/{config.epochs}  train ppl {event['train_perplexity']:.2f}  valid ppl "
-            f"{valid['perplexity']:.2f} ({valid['nll']:.4f} nats/token)  lr {event['learning_rate']:.4g}  "
-            f"{event['tokens_per_s']:,.0f} tok/s  {record['elapsed']:.0f}s")
+    with _stop_on_signals() as stop:
+        for epoch in range(record["epoch"], config.epochs):
+            if record["window"] == 0:
+                carry = model.initial_state(config.batch_size)
+                record.update(epoch_nll=0.0, epoch_windows=0, epoch_seconds=0.0)
+            running = []
+            epoch_start = time.perf_counter() - record["epoch_seconds"]
+            bar = tqdm(total=windows_per_epoch, initial=record["window"], desc=f"epoch {epoch + 1}/{config.epochs}",
+                       unit="win", disable=not progress, mininterval=0.5, leave=False)
+            for index in range(record["window"], windows_per_epoch):
+                if stop["signum"] is not None:
+                    bar.close()
+                    interrupt(stop["signum"])
+                inputs, targets = data_lib.window(rows, index, config.num_steps)
+                state, carry, metrics = train_step(state, carry, jnp.asarray(inputs), jnp.asarray(targets))
+                metrics = jax.device_get(metrics)
+                record["window"], record["windows"] = index + 1, record["windows"] + 1
+                if not metrics["finite"]:
+                    bad_in_row += 1
+                    record["skipped_steps"] += 1
+                    runlog.write({"kind": "skipped", "windows": record["windows"], "epoch": epoch + 1,
+                                  "loss": float(metrics["loss"])})
+                    if bad_in_row >= config.max_bad_steps:
+                        checkpointer.close()
+                        raise NonFiniteError(
+                            f"{bad_in_row} consecutive non-finite training steps (the last at window {index} of epoch "
+                            f"{epoch + 1}, run step {record['windows']}); none was applied. The last good checkpoint in "
+                            f"{checkpointer.directory} is intact; lower the learning rate or check the data")
+                    continue
+                bad_in_row = 0
+                record["epoch_nll"] += float(metrics["nll"])
+                record["epoch_windows"] += 1
+                running.append(float(metrics["nll"]))
+                bar.update(1)
+                if record["windows"] % config.log_every == 0:
+                    mean_nll = float(np.mean(running))
+                    running = []
+                    elapsed = time.perf_counter() - epoch_start
+                    tokens_per_s = record["epoch_windows"] * inputs.size / max(elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{mean_nll:.3f}", ppl=f"{math.exp(min(mean_nll, 50)):.1f}",
+                                    tok_s=f"{tokens_per_s:,.0f}")
+                    runlog.write({"kind": "train", "windows": record["windows"], "epoch": epoch + 1,
+                                  "wall_s": time.perf_counter() - start_time, "train_nll": mean_nll,
+                                  "grad_norm": float(metrics["grad_norm"]), "tokens_per_s": tokens_per_s})
+                if config.checkpoint_every and record["window"] % config.checkpoint_every == 0 \
+                        and record["window"] < windows_per_epoch:
+                    record["elapsed"] = time.perf_counter() - start_time
+                    record["epoch_seconds"] = time.perf_counter() - epoch_start
+                    save()
+            bar.close()
+            epoch_time = time.perf_counter() - epoch_start
+            valid = evaluate(model, state.params, corpus.valid, eval_batch, config.num_steps, eval_step)
+            train_nll = record["epoch_nll"] / max(record["epoch_windows"], 1)
+            record.update(epoch=epoch + 1, window=0, elapsed=time.perf_counter() - start_time)
+            if record["best_valid_nll"] is None or valid["nll"] < record["best_valid_nll"]:
+                record["best_valid_nll"], record["best_step"] = valid["nll"], record["windows"]
+            event = {"kind": "epoch", "epoch": epoch + 1, "windows": record["windows"], "step": int(state.step),
+                     "wall_s": record["elapsed"], "learning_rate": float(schedule(max(int(state.step) - 1, 0))),
+                     "train_nll": train_nll, "train_perplexity": math.exp(min(train_nll, 700)),
+                     "valid_nll": valid["nll"], "valid_perplexity": valid["perplexity"],
+                     "tokens_per_s": record["epoch_windows"] * config.batch_size * config.num_steps / max(epoch_time, 1e-9),
+                     "skipped_steps": record["skipped_steps"]}
+            runlog.write(event)
+            history.append(event)
+            save(valid_nll=valid["nll"])
+            runlog.write_csv()
+            runlog.plot(title=f"{config.model.cell.upper()} {config.model.num_layers}x{config.model.hidden_size}, "
+                              f"{corpus.description}")
+            log(f"epoch {epoch + 1}/{config.epochs}  train ppl {event['train_perplexity']:.2f}  valid ppl "
+                f"{valid['perplexity']:.2f} ({valid['nll']:.4f} nats/token)  lr {event['learning_rate']:.4g}  "
+                f"{event['tokens_per_s']:,.0f} tok/s  {record['elapsed']:.0f}s")
+            if stop["signum"] is not None and epoch + 1 < config.epochs:
+                interrupt(stop["signum"])
 
     best_params = state.params
     if record["best_step"] is not None and record["best_step"] != record["windows"]:

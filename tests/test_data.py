@@ -180,3 +180,24 @@ def test_real_ptb_checksums_match_the_references():
     assert data.PTB_FILES["ptb.valid.txt"] == (399_782, "aa0affc06ff7c36e977d7cd49e3839bf")
     assert data.PTB_FILES["ptb.test.txt"] == (449_945, "8b80168b89c18661a38ef683c0dc3721")
     assert data.PTB_FILES["ptb.train.txt"][0] == 5_101_618
+
+
+# Property-based: arbitrary bytes either load or raise the documented DataError, never anything else.
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=st.one_of(st.binary(max_size=400), st.text(max_size=400).map(lambda t: t.encode("utf-8"))),
+       level=st.sampled_from(["char", "word"]), batch=st.integers(1, 4))
+def test_property_random_bytes_load_or_raise_data_error(tmp_path_factory, raw, level, batch):
+    path = tmp_path_factory.mktemp("fuzz") / "input.txt"
+    path.write_bytes(raw)
+    try:
+        corpus = data.load_corpus(DataConfig(source=str(path), level=level, max_vocab=50))
+        rows = data.batchify(corpus.train, batch)
+        data.check_trainable(rows, 3)
+    except DataError as e:
+        assert str(path) in str(e) or "split" in str(e)
+        return
+    assert rows.shape[0] == batch and corpus.vocab.size <= 50

@@ -116,3 +116,27 @@ def test_runner_errors():
         scan(lstm.step, params, carry, xs, seq_lengths=jnp.array([1.0, 2.0, 3.0]))
     with pytest.raises(TypeError, match="must be a floating-point array"):
         scan(lstm.step, params, carry, jnp.ones((B, T, E), jnp.int32))
+
+
+# Property-based: any shapes, lengths and unroll values give the oracle's answer.
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.integers(1, 3), steps=st.integers(1, 7), features=st.integers(1, 4), hidden=st.integers(1, 5),
+       unroll=st.one_of(st.integers(1, 8), st.just(True)), reverse=st.booleans(), data=st.data())
+def test_property_scan_matches_oracle(batch, steps, features, hidden, unroll, reverse, data):
+    lengths = np.array(data.draw(st.lists(st.integers(0, steps), min_size=batch, max_size=batch)))
+    params = lstm.init(jax.random.key(0), features, hidden)
+    carry = lstm.initial_state(hidden, (batch,))
+    xs = jax.random.normal(jax.random.key(1), (batch, steps, features))
+    final, hs = hoisted_scan(lstm, params, carry, xs, unroll=unroll, reverse=reverse, seq_lengths=lengths)
+    for b in range(batch):
+        c = jax.tree.map(lambda a: a[b], carry)
+        order = range(lengths[b] - 1, -1, -1) if reverse else range(lengths[b])
+        for t in order:
+            c, h = lstm.step(params, c, xs[b, t])
+            np.testing.assert_allclose(hs[b, t], h, rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(final.h[b], c.h, rtol=2e-5, atol=2e-6)
+        assert np.all(np.asarray(hs[b, lengths[b]:]) == 0)
