@@ -132,7 +132,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(corpus, uninterrupte
     print(f"SIGKILL points (mode, newest checkpoint at kill): {kills}")
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143),
+                                          pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
 def test_sigterm_and_sigint_save_and_exit_nonzero(corpus, uninterrupted, tmp_path, signum, code):
     run_dir = tmp_path / "run"
     process = start(corpus, run_dir)
