@@ -10,7 +10,8 @@ A cell is three pure functions over NamedTuple pytrees (the lecture notes' notat
 
 from rnn_jax import initializers
 from rnn_jax._checks import DTypeError, ShapeError
-from rnn_jax.cells import CELLS, HiddenState, elman, get_cell, gru, lstm
+from rnn_jax.cells import (CELLS, HiddenState, LSTMPCell, cifg, elman, get_cell, gru, ln_gru, ln_lstm, lstm, mgu,
+                           output_size, peephole)
 from rnn_jax.counting import count_params, param_breakdown
 from rnn_jax.runners import get_runner, hoisted_scan, scan, unrolled
 from rnn_jax.stack import Stacked, run_layers
@@ -19,6 +20,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CELLS",
+    "LSTMPCell",
+    "cifg",
+    "ln_gru",
+    "ln_lstm",
+    "mgu",
+    "output_size",
+    "peephole",
     "DTypeError",
     "HiddenState",
     "ShapeError",

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import runners
+from rnn_jax.cells._common import output_size
 
 
 def _is_layer_sequence(tree) -> bool:
@@ -60,14 +61,20 @@ class Stacked:
             raise ValueError(f"num_layers must be a positive int; got {self.num_layers!r}")
 
     def init(self, key: jax.Array, input_size: int, hidden_size: int, **cell_kwargs) -> tuple:
-        """Per-layer parameters: layer 1 maps E -> H, the others H -> H. Keyword options go to `cell.init`."""
+        """Per-layer parameters: layer 1 takes E inputs, the others the previous layer's output (H, or LSTMP's P).
+
+        Keyword options go to `cell.init`.
+        """
         keys = jax.random.split(key, self.num_layers)
-        sizes = [input_size] + [hidden_size] * (self.num_layers - 1)
+        sizes = [input_size] + [output_size(self.cell, hidden_size)] * (self.num_layers - 1)
         return tuple(self.cell.init(k, e, hidden_size, **cell_kwargs) for k, e in zip(keys, sizes))
 
     def initial_state(self, hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> tuple:
         """A tuple of L zero carries."""
         return tuple(self.cell.initial_state(hidden_size, batch_shape, dtype) for _ in range(self.num_layers))
+
+    def output_size(self, hidden_size: int) -> int:
+        return output_size(self.cell, hidden_size)
 
     def step(self, params: tuple, carry: tuple, x: jax.Array):
         """One time step through all layers: x (*batch, E) -> (carries, h of the top layer (*batch, H))."""

@@ -7,7 +7,7 @@ import pathlib
 import jax
 import pytest
 
-from rnn_jax import elman, gru, lstm
+from rnn_jax import LSTMPCell, cifg, elman, gru, ln_gru, ln_lstm, lstm, mgu, peephole
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
@@ -18,6 +18,12 @@ CELL_CASES = [
     pytest.param(gru, {}, id="gru"),
     pytest.param(gru, {"reset_after": True}, id="gru_reset_after"),
     pytest.param(elman, {}, id="elman"),
+    pytest.param(peephole, {}, id="peephole_lstm"),
+    pytest.param(LSTMPCell(proj_size=3), {}, id="lstmp"),
+    pytest.param(ln_lstm, {}, id="ln_lstm"),
+    pytest.param(ln_gru, {}, id="ln_gru"),
+    pytest.param(cifg, {}, id="cifg"),
+    pytest.param(mgu, {}, id="mgu"),
 ]
 
 

@@ -103,3 +103,105 @@ def recurrent(W, h):
     if W.ndim == 2:
         return h @ W.T
     return jnp.einsum("...k,ghk->...gh", h, W)
+
+
+def output_size(cell, hidden_size: int) -> int:
+    """Size of a cell's output h (its `output_size(H)` if it has one, e.g. LSTMP's projection; else H)."""
+    size = getattr(cell, "output_size", None)
+    return size(hidden_size) if callable(size) else hidden_size
+
+
+def check_carry(cell: str, carry, carry_type: type, sizes: dict[str, int], batch_shape: tuple, dtype) -> None:
+    """Checks a carry's type and each field's shape (*batch, size) and dtype."""
+    if not isinstance(carry, carry_type):
+        fields = ", ".join(carry_type._fields)
+        raise TypeError(f"{cell} carry must be a {carry_type.__name__}({fields}); got {type(carry).__name__}. "
+                        f"Create it with the cell's initial_state(H, batch_shape).")
+    for field, size in sizes.items():
+        check_state(cell, field, getattr(carry, field), batch_shape, size, dtype)
+
+
+class CellFunctions(NamedTuple):
+    project_inputs: Any
+    step_projected: Any
+    step: Any
+
+
+def cell_functions(*, name: str, module: str, params_types, carry_type: type, projected_tail,
+                   check_params, carry_sizes, update, input_projection=None) -> CellFunctions:
+    """Builds a cell's public `project_inputs`, `step_projected` and `step` around its `update` math.
+
+    Every entry point checks its arguments (trace time only) and then calls the same `update`, so the fused
+    and plain paths share one source of math.
+
+    Args:
+        name: the cell's display name in messages ("LSTM").
+        module: its module name for "lstm.step"-style messages.
+        params_types: the parameter NamedTuple type(s) it accepts.
+        carry_type: its carry NamedTuple type.
+        projected_tail: `f(params) -> tuple`, the trailing shape of projected inputs, e.g. (4, H).
+        check_params: `f(params) -> (E, H)`, checking the parameter shapes.
+        carry_sizes: `f(params) -> {field: size}` for the carry's fields.
+        update: `f(params, carry, projected) -> (carry, h)`, the cell's equations.
+        input_projection: `f(params, x) -> projected` (default U x + b for every gate).
+    """
+    input_projection = input_projection or (lambda params, x: project(params.U, params.b, x))
+
+    def checked(params, where):
+        _checks.check_params_type(params, params_types, f"{module}.{where}")
+        return check_params(params)
+
+    def project_inputs(params, x):
+        E, _ = checked(params, "project_inputs")
+        check_input(name, x, E)
+        return input_projection(params, x.astype(params.W.dtype))
+
+    def step_projected(params, carry, projected):
+        checked(params, "step_projected")
+        tail = projected_tail(params)
+        symbolic = "(*batch, " + ", ".join(map(str, tail)) + ")"
+        check_projected(name, projected, tail, symbolic)
+        check_carry(name, carry, carry_type, carry_sizes(params), tuple(projected.shape[: projected.ndim - len(tail)]),
+                    params.W.dtype)
+        return update(params, carry, projected)
+
+    def step(params, carry, x):
+        E, _ = checked(params, "step")
+        check_input(name, x, E)
+        check_carry(name, carry, carry_type, carry_sizes(params), tuple(x.shape[:-1]), params.W.dtype)
+        return update(params, carry, input_projection(params, x.astype(params.W.dtype)))
+
+    project_inputs.__doc__ = (f"Input products U x + b of the {name} for all gates at once: (*lead, E) -> "
+                              f"(*lead, *gate_shape); `lead` may hold a time axis (the hoisted fast path).")
+    step_projected.__doc__ = (f"One {name} step from `project_inputs(params, x_t)`: returns (new carry, h_t). "
+                              "Equal to `step(params, carry, x_t)`.")
+    step.__doc__ = (f"One {name} time step (the equations in the module docstring).\n\n"
+                    f"    Args:\n        params: the cell's parameters from `init`.\n"
+                    f"        carry: `{carry_type.__name__}` with batch shape `batch`, in the parameters' dtype.\n"
+                    f"        x: x_t of shape (*batch, E), floating (cast to the parameters' dtype).\n\n"
+                    f"    Returns:\n        (new carry, h_t of shape (*batch, H)).\n")
+    for fn, fn_name in ((project_inputs, "project_inputs"), (step_projected, "step_projected"), (step, "step")):
+        fn.__name__ = fn.__qualname__ = fn_name
+        fn.__module__ = f"rnn_jax.cells.{module}"
+    return CellFunctions(project_inputs, step_projected, step)
+
+
+def layer_norm(z, scale, bias=None, eps: float = 1e-5):
+    """Layer normalisation over the last axis with gain `scale` (and optional `bias`)."""
+    z32 = z.astype(jnp.promote_types(z.dtype, jnp.float32))  # bf16/f16 are normalised in f32, f64 stays f64
+    mean = z32.mean(axis=-1, keepdims=True)
+    var = jnp.square(z32 - mean).mean(axis=-1, keepdims=True)
+    out = ((z32 - mean) * jax.lax.rsqrt(var + eps)).astype(z.dtype) * scale
+    return out if bias is None else out + bias
+
+
+class Cell:
+    """A cell object assembled from functions, for cells that share a module (hashable by identity)."""
+
+    def __init__(self, name: str, **members):
+        self.__name__ = name
+        for key, value in members.items():
+            setattr(self, key, value)
+
+    def __repr__(self) -> str:
+        return f"<cell {self.__name__}>"

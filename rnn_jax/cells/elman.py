@@ -22,7 +22,6 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import _checks
 from rnn_jax.cells import _common
 from rnn_jax.cells._common import HiddenState
 from rnn_jax.initializers import InitScheme
@@ -58,41 +57,13 @@ def initial_state(hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp
     return HiddenState(h=jnp.zeros(tuple(batch_shape) + (hidden_size,), dtype))
 
 
-def _check(params, where: str) -> tuple[int, int]:
-    _checks.check_params_type(params, ElmanParams, where)
-    return _common.check_weights("Elman", params.W, params.U, params.b, None, "")
-
-
-def _check_carry(carry, batch_shape, H, dtype) -> None:
-    if not isinstance(carry, HiddenState):
-        raise TypeError(f"elman carry must be a HiddenState(h); got {type(carry).__name__}. "
-                        "Create it with elman.initial_state(H, batch_shape).")
-    _common.check_state("Elman", "h", carry.h, batch_shape, H, dtype)
-
-
-def project_inputs(params: ElmanParams, x: jax.Array) -> jax.Array:
-    """Input product U x + b: (*lead, E) -> (*lead, H)."""
-    E, _ = _check(params, "elman.project_inputs")
-    _common.check_input("Elman", x, E)
-    return _common.project(params.U, params.b, x.astype(params.W.dtype))
-
-
-def step_projected(params: ElmanParams, carry: HiddenState, projected: jax.Array) -> tuple[HiddenState, jax.Array]:
-    """One step from `project_inputs(params, x_t)` of shape (*batch, H); returns (carry, h_t)."""
-    _, H = _check(params, "elman.step_projected")
-    _common.check_projected("Elman", projected, (H,), f"(*batch, H={H})")
-    _check_carry(carry, tuple(projected.shape[:-1]), H, params.W.dtype)
-    return _cell_update(params, carry, projected)
-
-
 def _cell_update(params: ElmanParams, carry: HiddenState, projected: jax.Array) -> tuple[HiddenState, jax.Array]:
     h = jnp.tanh(projected + _common.recurrent(params.W, carry.h))
     return HiddenState(h=h), h
 
 
-def step(params: ElmanParams, carry: HiddenState, x: jax.Array) -> tuple[HiddenState, jax.Array]:
-    """One Elman step: x of shape (*batch, E) -> (carry, h_t of shape (*batch, H))."""
-    E, H = _check(params, "elman.step")
-    _common.check_input("Elman", x, E)
-    _check_carry(carry, tuple(x.shape[:-1]), H, params.W.dtype)
-    return _cell_update(params, carry, _common.project(params.U, params.b, x.astype(params.W.dtype)))
+project_inputs, step_projected, step = _common.cell_functions(
+    name="Elman", module="elman", params_types=ElmanParams, carry_type=HiddenState,
+    projected_tail=lambda p: (p.W.shape[-1],),
+    check_params=lambda p: _common.check_weights("Elman", p.W, p.U, p.b, None, ""),
+    carry_sizes=lambda p: {"h": p.W.shape[-1]}, update=_cell_update)

@@ -121,8 +121,7 @@ def initial_state(hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp
     return HiddenState(h=jnp.zeros(tuple(batch_shape) + (hidden_size,), dtype))
 
 
-def _check(params, where: str) -> tuple[int, int]:
-    _checks.check_params_type(params, (GRUParams, GRUResetAfterParams), where)
+def _check_params(params) -> tuple[int, int]:
     E, H = _common.check_weights("GRU", params.W, params.U, params.b, NUM_GATES, "r, u, g")
     if isinstance(params, GRUResetAfterParams):
         if (params.b is None) != (params.b_rg is None):
@@ -132,28 +131,6 @@ def _check(params, where: str) -> tuple[int, int]:
             _checks.check_shape("GRU b_rg (recurrent candidate bias)", params.b_rg, (H,), f"(H={H},)",
                                 "Create parameters with gru.init(..., reset_after=True).")
     return E, H
-
-
-def _check_carry(carry, batch_shape, H, dtype) -> None:
-    if not isinstance(carry, HiddenState):
-        raise TypeError(f"gru carry must be a HiddenState(h); got {type(carry).__name__}. "
-                        "Create it with gru.initial_state(H, batch_shape).")
-    _common.check_state("GRU", "h", carry.h, batch_shape, H, dtype)
-
-
-def project_inputs(params, x: jax.Array) -> jax.Array:
-    """Input products U_* x + b_* for all gates: (*lead, E) -> (*lead, 3, H) in `GATES` order."""
-    E, _ = _check(params, "gru.project_inputs")
-    _common.check_input("GRU", x, E)
-    return _common.project(params.U, params.b, x.astype(params.W.dtype))
-
-
-def step_projected(params, carry: HiddenState, projected: jax.Array) -> tuple[HiddenState, jax.Array]:
-    """One GRU step from `project_inputs(params, x_t)` of shape (*batch, 3, H); returns (carry, h_t)."""
-    _, H = _check(params, "gru.step_projected")
-    _common.check_projected("GRU", projected, (NUM_GATES, H), f"(*batch, 3, H={H})")
-    _check_carry(carry, tuple(projected.shape[:-2]), H, params.W.dtype)
-    return _cell_update(params, carry, projected)
 
 
 def _cell_update(params, carry: HiddenState, projected: jax.Array) -> tuple[HiddenState, jax.Array]:
@@ -173,18 +150,7 @@ def _cell_update(params, carry: HiddenState, projected: jax.Array) -> tuple[Hidd
     return HiddenState(h=h), h
 
 
-def step(params, carry: HiddenState, x: jax.Array) -> tuple[HiddenState, jax.Array]:
-    """One GRU time step.
-
-    Args:
-        params: `GRUParams` (notes' form) or `GRUResetAfterParams` (cuDNN/PyTorch form).
-        carry: `HiddenState` with h of shape (*batch, H), in the parameters' dtype.
-        x: input x_t of shape (*batch, E), floating; cast to the parameters' dtype.
-
-    Returns:
-        (new carry, h_t of shape (*batch, H)).
-    """
-    E, H = _check(params, "gru.step")
-    _common.check_input("GRU", x, E)
-    _check_carry(carry, tuple(x.shape[:-1]), H, params.W.dtype)
-    return _cell_update(params, carry, _common.project(params.U, params.b, x.astype(params.W.dtype)))
+project_inputs, step_projected, step = _common.cell_functions(
+    name="GRU", module="gru", params_types=(GRUParams, GRUResetAfterParams), carry_type=HiddenState,
+    projected_tail=lambda p: (NUM_GATES, p.W.shape[-1]), check_params=_check_params,
+    carry_sizes=lambda p: {"h": p.W.shape[-1]}, update=_cell_update)

@@ -30,7 +30,6 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import _checks
 from rnn_jax.cells import _common
 from rnn_jax.initializers import InitScheme
 
@@ -103,50 +102,8 @@ def initial_state(hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp
     return LSTMState(h=jnp.zeros(shape, dtype), c=jnp.zeros(shape, dtype))  # two buffers, so both can be donated
 
 
-def _check(params, where: str) -> tuple[int, int]:
-    _checks.check_params_type(params, LSTMParams, where)
+def _check_params(params: LSTMParams) -> tuple[int, int]:
     return _common.check_weights("LSTM", params.W, params.U, params.b, NUM_GATES, "i, f, o, g")
-
-
-def _check_carry(carry, batch_shape, H, dtype) -> None:
-    if not isinstance(carry, LSTMState):
-        raise TypeError(f"lstm carry must be an LSTMState(h, c); got {type(carry).__name__}. "
-                        "Create it with lstm.initial_state(H, batch_shape).")
-    _common.check_state("LSTM", "h", carry.h, batch_shape, H, dtype)
-    _common.check_state("LSTM", "c", carry.c, batch_shape, H, dtype)
-
-
-def project_inputs(params: LSTMParams, x: jax.Array) -> jax.Array:
-    """Input products U_* x + b_* for all gates at once.
-
-    Args:
-        params: `LSTMParams`.
-        x: inputs of shape (*lead, E); `lead` may include a time axis, which is how runners hoist this product
-            out of the loop.
-
-    Returns:
-        (*lead, 4, H) pre-activations in `GATES` order, in the parameters' dtype.
-    """
-    E, _ = _check(params, "lstm.project_inputs")
-    _common.check_input("LSTM", x, E)
-    return _common.project(params.U, params.b, x.astype(params.W.dtype))
-
-
-def step_projected(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> tuple[LSTMState, jax.Array]:
-    """One LSTM step from precomputed input products (see `project_inputs`).
-
-    Args:
-        params: `LSTMParams`.
-        carry: `LSTMState` with h, c of shape (*batch, H).
-        projected: (*batch, 4, H), `project_inputs(params, x_t)`.
-
-    Returns:
-        (new carry, h_t of shape (*batch, H)).
-    """
-    _, H = _check(params, "lstm.step_projected")
-    _common.check_projected("LSTM", projected, (NUM_GATES, H), f"(*batch, 4, H={H})")
-    _check_carry(carry, tuple(projected.shape[:-2]), H, params.W.dtype)
-    return _cell_update(params, carry, projected)
 
 
 def _cell_update(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> tuple[LSTMState, jax.Array]:
@@ -158,18 +115,7 @@ def _cell_update(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> 
     return LSTMState(h=h, c=c), h
 
 
-def step(params: LSTMParams, carry: LSTMState, x: jax.Array) -> tuple[LSTMState, jax.Array]:
-    """One LSTM time step (the notes' equations).
-
-    Args:
-        params: `LSTMParams` from `init`.
-        carry: `LSTMState` with h, c of shape (*batch, H), in the parameters' dtype.
-        x: input x_t of shape (*batch, E), floating; cast to the parameters' dtype.
-
-    Returns:
-        (new carry, h_t of shape (*batch, H)).
-    """
-    E, H = _check(params, "lstm.step")
-    _common.check_input("LSTM", x, E)
-    _check_carry(carry, tuple(x.shape[:-1]), H, params.W.dtype)
-    return _cell_update(params, carry, _common.project(params.U, params.b, x.astype(params.W.dtype)))
+project_inputs, step_projected, step = _common.cell_functions(
+    name="LSTM", module="lstm", params_types=LSTMParams, carry_type=LSTMState,
+    projected_tail=lambda p: (NUM_GATES, p.W.shape[-1]), check_params=_check_params,
+    carry_sizes=lambda p: {"h": p.W.shape[-1], "c": p.W.shape[-1]}, update=_cell_update)
