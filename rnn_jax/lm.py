@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from rnn_jax import _checks
-from rnn_jax.cells import get_cell
+from rnn_jax.cells import get_cell, output_size
 from rnn_jax.stack import Stacked, run_layers
 
 
@@ -43,7 +43,9 @@ class LMConfig:
         embed_size: E.
         hidden_size: H.
         num_layers: L.
-        cell: "lstm", "gru" or "elman".
+        cell: a name from `rnn_jax.CELLS` ("lstm", "gru", "elman", "peephole_lstm", "ln_lstm", "ln_gru",
+            "cifg", "mgu") or "lstmp" (with proj_size).
+        proj_size: P for cell="lstmp" (the output layer then reads P features).
         use_bias: biases b_* in the recurrent cells.
         output_bias: the bias c of the output layer.
         tie_weights: share the embedding table with the output weights V (needs E == H).
@@ -62,6 +64,7 @@ class LMConfig:
     hidden_size: int = 20
     num_layers: int = 1
     cell: str = "lstm"
+    proj_size: Optional[int] = None
     use_bias: bool = False
     output_bias: bool = False
     tie_weights: bool = False
@@ -81,9 +84,10 @@ class LMConfig:
                 raise ValueError(f"LMConfig.{name} must be a positive int; got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LMConfig.dropout must be in [0, 1); got {self.dropout}")
-        if self.tie_weights and self.embed_size != self.hidden_size:
-            raise ValueError(f"tie_weights needs embed_size == hidden_size; got E={self.embed_size}, H={self.hidden_size}")
-        get_cell(self.cell)
+        cell = get_cell(self.cell, proj_size=self.proj_size)
+        if self.tie_weights and self.embed_size != output_size(cell, self.hidden_size):
+            raise ValueError(f"tie_weights needs embed_size == the recurrent output size; got E={self.embed_size}, "
+                             f"output size {output_size(cell, self.hidden_size)}")
         if self.initializer == "uniform" and self.init_scale is None:
             raise ValueError("initializer='uniform' needs init_scale")
 
@@ -109,7 +113,7 @@ def _cell_options(config: LMConfig) -> dict[str, Any]:
         "initializer": config.initializer,
         "init_scale": config.init_scale if config.initializer == "uniform" else None,
     }
-    if config.cell == "lstm":
+    if config.cell in ("lstm", "peephole_lstm", "ln_lstm", "lstmp"):
         options["forget_bias"] = config.forget_bias
     if config.cell == "gru":
         options["reset_after"] = config.gru_reset_after
@@ -136,7 +140,7 @@ class LanguageModel:
 
     @property
     def layer_cell(self):
-        return self.cell if self.cell is not None else get_cell(self.config.cell)
+        return self.cell if self.cell is not None else get_cell(self.config.cell, proj_size=self.config.proj_size)
 
     @property
     def stack(self) -> Stacked:
@@ -149,7 +153,8 @@ class LanguageModel:
         emb_init, out_init, bias_init = _outer_inits(cfg)
         options = _cell_options(cfg) if self.cell is None else {"use_bias": cfg.use_bias}
         rnn = self.stack.init(k_rnn, cfg.embed_size, cfg.hidden_size, dtype=dtype, **options)
-        V = None if cfg.tie_weights else out_init(k_out, (cfg.vocab_size, cfg.hidden_size)).astype(dtype)
+        features = output_size(self.layer_cell, cfg.hidden_size)
+        V = None if cfg.tie_weights else out_init(k_out, (cfg.vocab_size, features)).astype(dtype)
         c = bias_init(k_bias, (cfg.vocab_size,)).astype(dtype) if cfg.output_bias else None
         return LMParams(embedding=emb_init(k_emb, (cfg.vocab_size, cfg.embed_size)).astype(dtype), rnn=rnn,
                         output=OutputParams(V=V, c=c))

@@ -123,7 +123,7 @@ def _remat_segment(remat, num_steps: int) -> int | None:
 
 
 def _run(loop, step, params, carry, xs_tm, *, unroll, reverse, seq_lengths, batch_shape, time_major,
-         mask=None, resets=None, reset_carry=None, remat=None):
+         mask=None, resets=None, reset_carry=None, remat=None, prologue=None):
     num_steps = jax.tree.leaves(xs_tm)[0].shape[0]
     valid = _step_mask(seq_lengths, _time_major_flags("mask", mask, num_steps, batch_shape, time_major),
                        num_steps, batch_shape)
@@ -137,32 +137,36 @@ def _run(loop, step, params, carry, xs_tm, *, unroll, reverse, seq_lengths, batc
         xs_tm, valid = jax.tree.map(pad, xs_tm), pad(valid)
         reset = None if reset is None else pad(reset)
     if valid is None and reset is None:
-        carry, hs = loop(step, params, carry, xs_tm, unroll=unroll, reverse=reverse, segment=segment)
+        carry, hs = loop(step, params, carry, xs_tm, unroll=unroll, reverse=reverse, segment=segment,
+                         prologue=prologue)
     else:
         if reset is not None and reset_carry is None:
             reset_carry = jax.tree.map(jnp.zeros_like, carry)
+        flagged_prologue = None if prologue is None else (lambda inputs: (prologue(inputs[0]),) + inputs[1:])
         carry, hs = loop(_with_flags(step, reset_carry), params, carry, (xs_tm, valid, reset), unroll=unroll,
-                         reverse=reverse, segment=segment)
+                         reverse=reverse, segment=segment, prologue=flagged_prologue)
     return carry, hs[:num_steps]
 
 
-def _lax_loop(step, params, carry, xs, *, unroll, reverse, segment=None):
+def _lax_loop(step, params, carry, xs, *, unroll, reverse, segment=None, prologue=None):
+    """lax.scan of `step`; with `segment`, an outer scan over checkpointed segments of that many steps, each
+    first mapping its inputs through `prologue` (the hoisted input product, recomputed in the backward pass)."""
     body = lambda c, x: step(params, c, x)
+    prologue = prologue or (lambda inputs: inputs)
     num_steps = jax.tree.leaves(xs)[0].shape[0]
     if segment is None or segment >= num_steps:
-        return jax.lax.scan(body, carry, xs, unroll=unroll, reverse=reverse)
-    # Outer scan over segments; each segment's inner scan is rematerialised in the backward pass.
+        return jax.lax.scan(body, carry, prologue(xs), unroll=unroll, reverse=reverse)
     segments = jax.tree.map(lambda a: a.reshape((num_steps // segment, segment) + a.shape[1:]), xs)
 
     @jax.checkpoint
     def run_segment(c, segment_xs):
-        return jax.lax.scan(body, c, segment_xs, unroll=unroll, reverse=reverse)
+        return jax.lax.scan(body, c, prologue(segment_xs), unroll=unroll, reverse=reverse)
 
     carry, hs = jax.lax.scan(run_segment, carry, segments, reverse=reverse)
     return carry, hs.reshape((num_steps,) + hs.shape[2:])
 
 
-def _python_loop(step, params, carry, xs, *, unroll, reverse, segment=None):
+def _python_loop(step, params, carry, xs, *, unroll, reverse, segment=None, prologue=None):
     num_steps = jax.tree.leaves(xs)[0].shape[0]
     order = range(num_steps - 1, -1, -1) if reverse else range(num_steps)
     outputs = [None] * num_steps
@@ -235,10 +239,12 @@ def hoisted_scan(cell, params, carry, xs: jax.Array, *, unroll: int | bool = 1, 
     """
     _check_unroll(unroll)
     xs_tm = _to_time_major(xs, time_major)
-    projected = cell.project_inputs(params, xs_tm)
-    carry, hs = _run(_lax_loop, cell.step_projected, params, carry, projected, unroll=unroll, reverse=reverse,
-                     seq_lengths=seq_lengths, batch_shape=tuple(xs_tm.shape[1:-1]), time_major=time_major,
-                     mask=mask, resets=resets, reset_carry=reset_carry, remat=remat)
+    project = lambda inputs: cell.project_inputs(params, inputs)
+    # With remat the product is hoisted per segment, so its (T, *batch, G, H) result is never stored whole.
+    carry, hs = _run(_lax_loop, cell.step_projected, params, carry, xs_tm if remat else project(xs_tm),
+                     unroll=unroll, reverse=reverse, seq_lengths=seq_lengths, batch_shape=tuple(xs_tm.shape[1:-1]),
+                     time_major=time_major, mask=mask, resets=resets, reset_carry=reset_carry, remat=remat,
+                     prologue=project if remat else None)
     return carry, _from_time_major(hs, time_major)
 
 

@@ -115,7 +115,8 @@ def run_layers(cell, params: tuple, carries: tuple, xs: jax.Array, *, runner: st
         runner: "hoisted" (default), "scan" or "unrolled" (see `rnn_jax.runners.get_runner`).
         between_layers: optional `f(layer_index, hs) -> hs` applied to layer l's outputs before layer l+1
             (for example dropout); not applied after the top layer.
-        **scan_kwargs: unroll, reverse, time_major, seq_lengths (as in `rnn_jax.scan`).
+        **scan_kwargs: unroll, reverse, time_major, seq_lengths, mask, resets, remat (as in `rnn_jax.scan`);
+            `reset_carry`, if given, is a tuple with one carry per layer.
 
     Returns:
         (tuple of L final carries, hs of the top layer with H in place of E).
@@ -124,11 +125,15 @@ def run_layers(cell, params: tuple, carries: tuple, xs: jax.Array, *, runner: st
     _check_layers("params", params, max(num_layers, 1))
     _check_layers("carries", carries, num_layers)
     run = runners.get_runner(runner)
+    reset_carries = scan_kwargs.pop("reset_carry", None)
+    if reset_carries is not None:
+        _check_layers("reset_carry", reset_carries, num_layers)
     finals = []
     hs = xs
     for layer, (layer_params, layer_carry) in enumerate(zip(params, carries)):
         if layer > 0 and between_layers is not None:
             hs = between_layers(layer - 1, hs)
-        layer_carry, hs = run(cell, layer_params, layer_carry, hs, **scan_kwargs)
+        reset_to = None if reset_carries is None else reset_carries[layer]
+        layer_carry, hs = run(cell, layer_params, layer_carry, hs, reset_carry=reset_to, **scan_kwargs)
         finals.append(layer_carry)
     return tuple(finals), hs

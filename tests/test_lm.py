@@ -20,10 +20,11 @@ def model_and_params(**overrides):
     return model, model.init(jax.random.key(0))
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman", "peephole_lstm", "ln_lstm", "ln_gru", "cifg", "mgu", "lstmp"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_shapes_every_cell(cell, num_layers):
-    model, params = model_and_params(cell=cell, num_layers=num_layers, use_bias=True, output_bias=True)
+    proj = 3 if cell == "lstmp" else None
+    model, params = model_and_params(cell=cell, num_layers=num_layers, use_bias=True, output_bias=True, proj_size=proj)
     tokens = jax.random.randint(jax.random.key(1), (B, T), 0, 11)
     logits, carry = model.apply(params, model.initial_state(B), tokens)
     assert logits.shape == (B, T, 11) and len(carry) == num_layers
@@ -81,7 +82,7 @@ def test_tied_weights_use_the_embedding():
     logits, _ = model.apply(params, model.initial_state(1), jnp.zeros((1, 1), jnp.int32))
     _, h = lstm.step(params.rnn[0], lstm.initial_state(5, (1,)), params.embedding[:1])
     np.testing.assert_allclose(logits[0, 0], h[0] @ params.embedding.T + params.output.c, rtol=1e-5)
-    with pytest.raises(ValueError, match="tie_weights needs embed_size == hidden_size"):
+    with pytest.raises(ValueError, match="tie_weights needs embed_size == the recurrent output size"):
         LMConfig(embed_size=4, hidden_size=5, tie_weights=True)
 
 
