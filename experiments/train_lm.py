@@ -14,6 +14,7 @@ from typing import Sequence
 
 from rnn_jax.cli import add_config_arguments, apply_overrides
 from rnn_jax.configs import PRESETS, get_preset
+from rnn_jax.parallel import initialize_distributed
 from rnn_jax.training import TrainConfig, TrainingInterrupted, train
 
 
@@ -25,6 +26,7 @@ def main(argv: Sequence[str] | None = None):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch remains)")
     add_config_arguments(parser, TrainConfig)
     args = parser.parse_args(argv)
+    initialize_distributed()  # no-op on one host; see BUILD.md for multi-host launches
     preset = get_preset(args.config)
     config = apply_overrides(preset.config, args)
     run_dir = args.run_dir or f"runs/{preset.name}"

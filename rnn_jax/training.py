@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from rnn_jax import data as data_lib
+from rnn_jax import parallel
 from rnn_jax.lm import LanguageModel, LMConfig, LMParams, REDUCTIONS, sequence_loss
 
 # ------------------------------------------------------------------------------------------------- configs
@@ -107,6 +108,8 @@ class TrainConfig:
         sample_length: tokens generated at the end of the run (0: none).
         sample_prompt: the prompt of that sample.
         sample_temperature: its temperature.
+        num_devices: devices to shard each batch over (data parallel; None: every visible device). batch_size
+            and eval_batch_size must divide by it.
     """
 
     model: LMConfig = LMConfig()
@@ -126,13 +129,14 @@ class TrainConfig:
     sample_length: int = 300
     sample_prompt: str = "The "
     sample_temperature: float = 0.8
+    num_devices: Optional[int] = None
 
     def __post_init__(self):
         for name in ("batch_size", "num_steps", "epochs", "log_every", "keep_checkpoints", "max_bad_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive int; got {value!r}")
-        for name in ("eval_batch_size", "max_windows_per_epoch"):
+        for name in ("eval_batch_size", "max_windows_per_epoch", "num_devices"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"TrainConfig.{name} must be a positive int or None; got {value!r}")
@@ -260,8 +264,8 @@ def make_eval_step(model: LanguageModel) -> Callable:
 
 
 def evaluate(model: LanguageModel, params: LMParams, ids: np.ndarray, batch_size: int, num_steps: int,
-             eval_step: Callable | None = None, name: str = "valid") -> dict:
-    """NLL of a whole split with the state carried through it.
+             eval_step: Callable | None = None, name: str = "valid", mesh=None) -> dict:
+    """NLL of a whole split with the state carried through it (rows sharded over `mesh` if given).
 
     Returns:
         {"nll": nats per predicted token, "perplexity": exp(nll), "tokens": predicted tokens}.
@@ -269,12 +273,16 @@ def evaluate(model: LanguageModel, params: LMParams, ids: np.ndarray, batch_size
     step = eval_step or jax.jit(make_eval_step(model))
     rows = data_lib.batchify(ids, batch_size, name=name)
     carry = model.initial_state(batch_size, params.embedding.dtype)
+    if mesh is not None:
+        parallel.check_divisible(batch_size, mesh, "eval_batch_size")
+        carry, rows = parallel.place(carry, parallel.rows_sharded(mesh)), parallel.local_rows(rows)
+    to_device = (lambda a: parallel.global_batch(mesh, a)) if mesh is not None else jnp.asarray
     total, count = 0.0, 0
     for index in range(data_lib.num_windows(rows, num_steps, drop_last=False)):
         inputs, targets = data_lib.window(rows, index, num_steps)
-        carry, nll_sum = step(params, carry, jnp.asarray(inputs), jnp.asarray(targets))
+        carry, nll_sum = step(params, carry, to_device(inputs), to_device(targets))
         total += float(nll_sum)
-        count += targets.size
+        count += targets.size * jax.process_count()
     nll = total / count
     return {"nll": nll, "perplexity": math.exp(min(nll, 700.0)), "tokens": count}
 
@@ -386,13 +394,15 @@ def _resolve_config(config: TrainConfig | None, run_dir: pathlib.Path, resume: b
         if not saved_path.exists():
             raise FileNotFoundError(f"--resume: {saved_path} does not exist; is {run_dir} a run directory?")
         saved = config_from_dict(TrainConfig, json.loads(saved_path.read_text(encoding="utf-8")))
-        if config is not None:  # vocab_size is derived from the corpus, so it is not compared
-            config = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                           vocab_size=saved.model.vocab_size))
-        if config is not None and config_to_dict(config) != config_to_dict(saved):
+        if config is None:
+            return saved
+        # vocab_size is derived from the corpus; the device count may change between runs (checkpoints restore
+        # on any number of devices), so neither is compared.
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=saved.model.vocab_size))
+        if config_to_dict(dataclasses.replace(config, num_devices=saved.num_devices)) != config_to_dict(saved):
             raise ValueError(f"--resume: the config differs from the one saved in {saved_path}; resume without "
-                             "overrides, or start a new run directory")
-        return saved
+                             "overrides (other than --num-devices), or start a new run directory")
+        return config
     if config is None:
         raise ValueError("train() needs a config unless resume=True")
     if has_checkpoints:
@@ -445,6 +455,11 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
     rows = data_lib.batchify(corpus.train, config.batch_size, name="train")
     data_lib.check_trainable(rows, config.num_steps)
     windows_per_epoch = data_lib.num_windows(rows, config.num_steps)
+    mesh = parallel.make_mesh(config.num_devices)
+    parallel.check_divisible(config.batch_size, mesh)
+    parallel.check_divisible(config.eval_batch_size or config.batch_size, mesh, "eval_batch_size")
+    rows = parallel.local_rows(rows)  # this process's rows; all of them on a single host
+    rows_sharding = parallel.rows_sharded(mesh)
     if config.max_windows_per_epoch:
         windows_per_epoch = min(windows_per_epoch, config.max_windows_per_epoch)
     eval_batch = config.eval_batch_size or config.batch_size
@@ -458,7 +473,8 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
     params = model.init(init_key)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), key=train_key)
-    carry = model.initial_state(config.batch_size)
+    state = parallel.place(state, parallel.replicated(mesh))
+    carry = parallel.place(model.initial_state(config.batch_size), rows_sharding)
     record = {"epoch": 0, "window": 0, "windows": 0, "elapsed": 0.0, "best_valid_nll": None, "best_step": None,
               "skipped_steps": 0, "epoch_nll": 0.0, "epoch_windows": 0, "epoch_seconds": 0.0}
 
@@ -499,7 +515,7 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
     with _stop_on_signals() as stop:
         for epoch in range(record["epoch"], config.epochs):
             if record["window"] == 0:
-                carry = model.initial_state(config.batch_size)
+                carry = parallel.place(model.initial_state(config.batch_size), rows_sharding)
                 record.update(epoch_nll=0.0, epoch_windows=0, epoch_seconds=0.0)
             running = []
             epoch_start = time.perf_counter() - record["epoch_seconds"]
@@ -510,7 +526,8 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
                     bar.close()
                     interrupt(stop["signum"])
                 inputs, targets = data_lib.window(rows, index, config.num_steps)
-                state, carry, metrics = train_step(state, carry, jnp.asarray(inputs), jnp.asarray(targets))
+                state, carry, metrics = train_step(state, carry, parallel.global_batch(mesh, inputs),
+                                                   parallel.global_batch(mesh, targets))
                 metrics = jax.device_get(metrics)
                 record["window"], record["windows"] = index + 1, record["windows"] + 1
                 if not metrics["finite"]:
@@ -534,7 +551,7 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
                     mean_nll = float(np.mean(running))
                     running = []
                     elapsed = time.perf_counter() - epoch_start
-                    tokens_per_s = record["epoch_windows"] * inputs.size / max(elapsed, 1e-9)
+                    tokens_per_s = record["epoch_windows"] * config.batch_size * config.num_steps / max(elapsed, 1e-9)
                     bar.set_postfix(loss=f"{mean_nll:.3f}", ppl=f"{math.exp(min(mean_nll, 50)):.1f}",
                                     tok_s=f"{tokens_per_s:,.0f}")
                     runlog.write({"kind": "train", "windows": record["windows"], "epoch": epoch + 1,
@@ -547,7 +564,7 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
                     save()
             bar.close()
             epoch_time = time.perf_counter() - epoch_start
-            valid = evaluate(model, state.params, corpus.valid, eval_batch, config.num_steps, eval_step)
+            valid = evaluate(model, state.params, corpus.valid, eval_batch, config.num_steps, eval_step, mesh=mesh)
             train_nll = record["epoch_nll"] / max(record["epoch_windows"], 1)
             record.update(epoch=epoch + 1, window=0, elapsed=time.perf_counter() - start_time)
             if record["best_valid_nll"] is None or valid["nll"] < record["best_valid_nll"]:
@@ -575,8 +592,8 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
         (best_state, _), _ = checkpointer.restore(record["best_step"], (state, carry))
         best_params = best_state.params
     checkpointer.close()
-    valid = evaluate(model, best_params, corpus.valid, eval_batch, config.num_steps, eval_step)
-    test = evaluate(model, best_params, corpus.test, eval_batch, config.num_steps, eval_step, name="test")
+    valid = evaluate(model, best_params, corpus.valid, eval_batch, config.num_steps, eval_step, mesh=mesh)
+    test = evaluate(model, best_params, corpus.test, eval_batch, config.num_steps, eval_step, name="test", mesh=mesh)
     sample = ""
     if config.sample_length:
         sample = generate(model, best_params, corpus.vocab, config.sample_prompt, config.sample_length,

@@ -39,3 +39,12 @@ def shakespeare_path():
     if not SHAKESPEARE.is_file():
         pytest.skip(f"tiny Shakespeare not found at {SHAKESPEARE} (the shared data folder beside the repository)")
     return SHAKESPEARE
+
+
+BASE_CELL_CASES = CELL_CASES[:4]  # lstm, gru (both forms), elman
+
+
+def cell_cases_with_variants_slow():
+    """CELL_CASES where the variants (beyond BASE_CELL_CASES) are marked slow, for the largest test matrices."""
+    return BASE_CELL_CASES + [pytest.param(*case.values, id=case.id, marks=pytest.mark.slow)
+                              for case in CELL_CASES[4:]]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import CELL_CASES
+from conftest import CELL_CASES, cell_cases_with_variants_slow
 from rnn_jax import ShapeError, get_runner, gru, hoisted_scan, lstm, output_size, scan, unrolled
 
 B, T, E, H = 3, 6, 4, 5
@@ -48,7 +48,7 @@ RUNS = {
 @pytest.mark.parametrize("runner", sorted(RUNS))
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("cell, opts", CELL_CASES)
+@pytest.mark.parametrize("cell, opts", cell_cases_with_variants_slow())
 def test_runner_matches_python_loop(cell, opts, runner, reverse, padded):
     params, carry, xs = setup(cell, opts)
     lengths = np.array([T, 2, 0]) if padded else None
@@ -62,7 +62,7 @@ def test_runner_matches_python_loop(cell, opts, runner, reverse, padded):
 
 
 @pytest.mark.parametrize("unroll", [1, 2, 4, T, True])
-@pytest.mark.parametrize("cell, opts", CELL_CASES)
+@pytest.mark.parametrize("cell, opts", cell_cases_with_variants_slow())
 def test_every_unroll_gives_the_same_result(cell, opts, unroll):
     params, carry, xs = setup(cell, opts)
     reference = unrolled(cell.step, params, carry, xs)
@@ -125,7 +125,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.integers(1, 3), steps=st.integers(1, 7), features=st.integers(1, 4), hidden=st.integers(1, 5),
        unroll=st.one_of(st.integers(1, 8), st.just(True)), reverse=st.booleans(), data=st.data())
 def test_property_scan_matches_oracle(batch, steps, features, hidden, unroll, reverse, data):
@@ -202,3 +202,14 @@ def test_flag_errors():
         scan(lstm.step, params, carry, xs, remat="all")
     with pytest.raises(ValueError, match="remat is available in scan and hoisted_scan"):
         unrolled(lstm.step, params, carry, xs, remat=2)
+
+
+@pytest.mark.parametrize("cell, opts", CELL_CASES[4:])
+def test_variants_hoisted_padded_reverse_match_python_loop(cell, opts):
+    """The variants' quick check in the default run (their full runner matrix is marked slow)."""
+    params, carry, xs = setup(cell, opts)
+    lengths = np.array([T, 2, 0])
+    final, hs = hoisted_scan(cell, params, carry, xs, reverse=True, seq_lengths=lengths)
+    want_final, want_hs = oracle(cell, params, carry, xs, reverse=True, seq_lengths=lengths)
+    assert_close(final, want_final)
+    assert_close(hs, want_hs)

@@ -1,0 +1,78 @@
+"""Data parallelism with JAX's own SPMD machinery: one mesh axis "data" over the devices.
+
+Batch rows (token windows and the carried recurrent state) are sharded along "data"; parameters and
+optimiser state are replicated; XLA inserts the gradient all-reduce. On several hosts, call
+`initialize_distributed()` first (it wraps `jax.distributed.initialize`); each process then builds only its
+own rows of every batch (`local_rows`) and `global_batch` assembles the global array from them.
+
+Example:
+    >>> mesh = make_mesh()                       # every visible device
+    >>> batch = global_batch(mesh, rows_of_this_process)          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "data"
+
+
+def initialize_distributed() -> None:
+    """`jax.distributed.initialize()` once, when launched as one of several processes.
+
+    It reads the standard variables (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a cluster
+    environment such as SLURM that JAX detects); a single process needs nothing.
+    """
+    if int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1 or "SLURM_NTASKS" in os.environ:
+        if not jax.distributed.is_initialized():
+            jax.distributed.initialize()
+
+
+def make_mesh(num_devices: Optional[int] = None) -> Mesh:
+    """A 1-D mesh over the first `num_devices` devices (None: all of them, across every process)."""
+    devices = jax.devices()
+    if num_devices is None:
+        num_devices = len(devices)
+    if not 1 <= num_devices <= len(devices):
+        raise ValueError(f"num_devices must be between 1 and the {len(devices)} visible device(s); got {num_devices}")
+    return Mesh(np.array(devices[:num_devices]), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def rows_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the devices, the rest whole."""
+    return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def check_divisible(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
+    devices = mesh.devices.size
+    if batch_size % devices:
+        raise ValueError(f"{name}={batch_size} does not divide over {devices} devices (data parallelism gives each "
+                         f"device batch_size / devices rows); use a multiple of {devices} or set num_devices")
+
+
+def local_rows(rows: np.ndarray) -> np.ndarray:
+    """This process's contiguous share of the batch rows (all of them on a single process)."""
+    count, index = jax.process_count(), jax.process_index()
+    if rows.shape[0] % count:
+        raise ValueError(f"{rows.shape[0]} batch rows do not divide over {count} processes")
+    share = rows.shape[0] // count
+    return rows[index * share:(index + 1) * share]
+
+
+def global_batch(mesh: Mesh, local: np.ndarray) -> jax.Array:
+    """The global (B, ...) array, row-sharded, from this process's rows."""
+    global_shape = (local.shape[0] * jax.process_count(),) + tuple(local.shape[1:])
+    return jax.make_array_from_process_local_data(rows_sharded(mesh), np.asarray(local), global_shape)
+
+
+def place(tree: Any, sharding: NamedSharding) -> Any:
+    return jax.device_put(tree, sharding)
