@@ -20,9 +20,10 @@ EPOCH_COLUMNS = ("epoch", "windows", "step", "wall_s", "learning_rate", "train_n
 class RunLog:
     """Appends events to `metrics.jsonl`; rewrites `metrics.csv` and `perplexity.png` from them on demand."""
 
-    def __init__(self, run_dir: str | pathlib.Path):
+    def __init__(self, run_dir: str | pathlib.Path, enabled: bool = True):
         self.run_dir = pathlib.Path(run_dir)
         self.jsonl = self.run_dir / "metrics.jsonl"
+        self.enabled = enabled  # False on all but the primary process of a multi-host run
 
     def events(self) -> list[dict]:
         """Logged events; a line cut short by a killed process is skipped."""
@@ -37,11 +38,15 @@ class RunLog:
         return events
 
     def write(self, event: dict) -> None:
+        if not self.enabled:
+            return
         with self.jsonl.open("a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")
 
     def truncate_after(self, windows: int) -> None:
         """Drops events logged after `windows` training windows (those a resumed run will redo)."""
+        if not self.enabled:
+            return
         kept = [e for e in self.events() if e.get("windows", 0) <= windows]
         tmp = self.jsonl.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
@@ -49,6 +54,8 @@ class RunLog:
 
     def write_csv(self) -> pathlib.Path:
         path = self.run_dir / "metrics.csv"
+        if not self.enabled:
+            return path
         tmp = self.run_dir / ".metrics.csv.tmp"
         with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
@@ -61,6 +68,8 @@ class RunLog:
 
     def plot(self, title: str = "") -> pathlib.Path:
         """perplexity.png: train and valid perplexity against training steps and against wall time."""
+        if not self.enabled:
+            return self.run_dir / "perplexity.png"
         import matplotlib
 
         matplotlib.use("Agg")

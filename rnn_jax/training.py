@@ -438,6 +438,9 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
     run_dir = pathlib.Path(run_dir)
     config = _resolve_config(config, run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
+    primary = jax.process_index() == 0  # in a multi-host run only the first process writes logs and files
+    if not primary:
+        log = lambda _: None
 
     vocab_path = run_dir / "vocab.json"
     saved_vocab = data_lib.Vocabulary.load(vocab_path) if resume else None
@@ -448,7 +451,7 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
     if config.model.vocab_size != corpus.vocab.size:
         log(f"vocab_size {config.model.vocab_size} -> {corpus.vocab.size} (the vocabulary built from the training split)")
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=corpus.vocab.size))
-    if not resume:
+    if not resume and primary:
         _write_atomically(run_dir / "config.json", json.dumps(config_to_dict(config), indent=2))
         _write_atomically(vocab_path, json.dumps(corpus.vocab.to_json(), ensure_ascii=False))
 
@@ -459,7 +462,7 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
     parallel.check_divisible(config.batch_size, mesh)
     parallel.check_divisible(config.eval_batch_size or config.batch_size, mesh, "eval_batch_size")
     rows = parallel.local_rows(rows)  # this process's rows; all of them on a single host
-    rows_sharding = parallel.rows_sharded(mesh)
+    rows_sharding, replicated = parallel.rows_sharded(mesh), parallel.replicated(mesh)
     if config.max_windows_per_epoch:
         windows_per_epoch = min(windows_per_epoch, config.max_windows_per_epoch)
     eval_batch = config.eval_batch_size or config.batch_size
@@ -467,19 +470,23 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
     model = LanguageModel(config.model)
     optimizer = make_optimizer(config.optim, windows_per_epoch, windows_per_epoch * config.epochs)
     schedule = learning_rate_schedule(config.optim, windows_per_epoch, windows_per_epoch * config.epochs)
-    train_step = jax.jit(make_train_step(model, optimizer, config.loss_reduction), donate_argnums=(0, 1))
-    eval_step = jax.jit(make_eval_step(model))
+    # Fixed shardings in and out: the step compiles once, whatever the device count.
+    train_step = jax.jit(make_train_step(model, optimizer, config.loss_reduction), donate_argnums=(0, 1),
+                         in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
+                         out_shardings=(replicated, rows_sharding, replicated))
+    eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
+                        out_shardings=(rows_sharding, replicated))
 
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
     params = model.init(init_key)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), key=train_key)
-    state = parallel.place(state, parallel.replicated(mesh))
+    state = parallel.place(state, replicated)
     carry = parallel.place(model.initial_state(config.batch_size), rows_sharding)
     record = {"epoch": 0, "window": 0, "windows": 0, "elapsed": 0.0, "best_valid_nll": None, "best_step": None,
               "skipped_steps": 0, "epoch_nll": 0.0, "epoch_windows": 0, "epoch_seconds": 0.0}
 
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.keep_checkpoints)
-    runlog = RunLog(run_dir)
+    runlog = RunLog(run_dir, enabled=primary)
     if resume and not checkpointer.steps():
         runlog.truncate_after(0)
         log(f"{run_dir} has no checkpoint yet: starting the run from the beginning")
@@ -520,7 +527,7 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
             running = []
             epoch_start = time.perf_counter() - record["epoch_seconds"]
             bar = tqdm(total=windows_per_epoch, initial=record["window"], desc=f"epoch {epoch + 1}/{config.epochs}",
-                       unit="win", disable=not progress, mininterval=0.5, leave=False)
+                       unit="win", disable=not (progress and primary), mininterval=0.5, leave=False)
             for index in range(record["window"], windows_per_epoch):
                 if stop["signum"] is not None:
                     bar.close()
@@ -600,7 +607,8 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
                           temperature=config.sample_temperature, key=jax.random.PRNGKey(config.seed + 1))
     summary = {"best_step": record["best_step"], "valid": valid, "test": test, "wall_s": record["elapsed"],
                "epochs": config.epochs, "skipped_steps": record["skipped_steps"], "sample": sample}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if primary:
+        _write_atomically(run_dir / "summary.json", json.dumps(summary, indent=2))
     log(f"best valid ppl {valid['perplexity']:.2f} ({valid['nll']:.4f} nats/token), test ppl "
         f"{test['perplexity']:.2f} ({test['nll']:.4f} nats/token); run saved in {run_dir}")
     return TrainResult(run_dir=run_dir, config=config, history=history, valid=valid, test=test, sample=sample,

@@ -1,0 +1,334 @@
+"""Benchmark suite: the language-model train step and inference, rnn_jax's runners against peers.
+
+Command:  python -m experiments.bench_lm [--configs notes,zaremba_small,zaremba_medium,long] [--cells lstm,gru]
+          [--workloads train,infer] [--rounds 5] [--compile-lengths 16,64,256,1024] [--out bench_results]
+Expected: a markdown table (tokens/s median [min-max] over interleaved rounds, first-step compile time, peak
+          temporary memory of the compiled step, achieved FLOP/s as a fraction of this machine's fp32
+          matrix-product peak measured in the same run), plus compile time against T for unroll=1 and full
+          unroll; JSON and PNG plots in --out. Peers (PyTorch nn.LSTM/nn.GRU, Flax nn.RNN) are optional: a peer
+          whose library is missing is reported as skipped.
+Source:   issue 7's workloads; every implementation runs in this process, measured in interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnn_jax.cli import parse_config
+from rnn_jax.lm import LanguageModel, LMConfig
+from rnn_jax.training import OptimConfig, TrainState, make_eval_step, make_optimizer, make_train_step
+
+WORKLOADS = {  # name: (V, E=H, layers, T, B, bias)
+    "notes": (100, 20, 1, 20, 32, False, 10),
+    "zaremba_small": (10000, 200, 2, 20, 20, True, 200),
+    "zaremba_medium": (10000, 650, 2, 35, 20, True, 650),
+    "long": (1000, 256, 1, 512, 16, True, 256),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    configs: tuple[str, ...] = ("notes", "zaremba_small", "zaremba_medium", "long")
+    cells: tuple[str, ...] = ("lstm", "gru")
+    workloads: tuple[str, ...] = ("train", "infer")
+    implementations: tuple[str, ...] = ("hoisted", "scan_unroll1", "scan_unroll4", "scan_unrollT", "unrolled",
+                                        "torch", "flax")
+    rounds: int = 5
+    min_seconds: float = 0.3
+    compile_lengths: tuple[int, ...] = (16, 64, 256, 1024)
+    out: Optional[str] = "bench_results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    name: str
+    vocab: int
+    hidden: int
+    layers: int
+    steps: int
+    batch: int
+    bias: bool
+    embed: int
+
+    def flops_per_token(self, cell: str, train: bool) -> float:
+        gates = 4 if cell == "lstm" else 3
+        forward = self.layers * 2 * gates * self.hidden * (self.embed + self.hidden) + 2 * self.vocab * self.hidden
+        return forward * (3 if train else 1)
+
+
+def workload(name: str) -> Workload:
+    V, H, L, T, B, bias, E = WORKLOADS[name]
+    return Workload(name, V, H, L, T, B, bias, E)
+
+
+def matmul_peak() -> float:
+    """fp32 matrix-product FLOP/s of this machine, measured now (best of several 1024^3 products)."""
+    a = jnp.ones((1024, 1024), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = 0.0
+    for _ in range(10):
+        start = time.perf_counter()
+        f(a).block_until_ready()
+        best = max(best, 2 * 1024 ** 3 / (time.perf_counter() - start))
+    return best
+
+
+def tokens(w: Workload, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, w.vocab, (w.batch, w.steps + 1))
+    return data[:, :-1], data[:, 1:]
+
+
+# -------------------------------------------------------------------------------------- implementations
+
+
+def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str):
+    runner, unroll = {"hoisted": ("hoisted", 1), "scan_unroll1": ("scan", 1), "scan_unroll4": ("scan", 4),
+                      "scan_unrollT": ("scan", w.steps), "unrolled": ("unrolled", 1)}[variant]
+    model = LanguageModel(LMConfig(vocab_size=w.vocab, embed_size=w.embed, hidden_size=w.hidden, num_layers=w.layers,
+                                   cell=cell, use_bias=w.bias, output_bias=w.bias, runner=runner, unroll=unroll,
+                                   gru_reset_after=True))
+    params = model.init(jax.random.PRNGKey(0))
+    inputs, targets = (jnp.asarray(a) for a in tokens(w))
+    if train:
+        optimizer = make_optimizer(OptimConfig(name="sgd", learning_rate=0.1, clip_norm=None), 1, 1)
+        step = jax.jit(make_train_step(model, optimizer, "token_mean"), donate_argnums=(0, 1))
+        state = [TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.PRNGKey(1)),
+                 model.initial_state(w.batch)]
+        memory = step.lower(state[0], state[1], inputs, targets).compile().memory_analysis()
+
+        def run():
+            state[0], state[1], metrics = step(state[0], state[1], inputs, targets)
+            return metrics["loss"]
+    else:
+        step = jax.jit(make_eval_step(model))
+        carry = model.initial_state(w.batch)
+        memory = step.lower(params, carry, inputs, targets).compile().memory_analysis()
+        run = lambda: step(params, carry, inputs, targets)[1]
+    return run, lambda out: jax.block_until_ready(out), int(memory.temp_size_in_bytes)
+
+
+def flax_step(w: Workload, cell: str, train: bool):
+    from flax import linen as nn
+
+    cell_type = nn.OptimizedLSTMCell if cell == "lstm" else nn.GRUCell
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Embed(w.vocab, w.embed)(x)
+            for _ in range(w.layers):
+                h = nn.RNN(cell_type(w.hidden))(h)
+            return nn.Dense(w.vocab, use_bias=w.bias)(h)
+
+    model = Model()
+    inputs, targets = (jnp.asarray(a) for a in tokens(w))
+    params = model.init(jax.random.PRNGKey(0), inputs)
+    optimizer = optax.sgd(0.1)
+    loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, inputs), targets).mean()
+    if train:
+        @jax.jit
+        def step(params, opt_state):
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, opt_state = optimizer.update(grads, opt_state)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        state = [params, optimizer.init(params)]
+        memory = step.lower(*state).compile().memory_analysis()
+
+        def run():
+            state[0], state[1], loss = step(state[0], state[1])
+            return loss
+    else:
+        step = jax.jit(loss_fn)
+        memory = step.lower(params).compile().memory_analysis()
+        run = lambda: step(params)
+    return run, lambda out: jax.block_until_ready(out), int(memory.temp_size_in_bytes)
+
+
+def torch_step(w: Workload, cell: str, train: bool):
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    rnn_type = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
+    embed = torch.nn.Embedding(w.vocab, w.embed)
+    rnn = rnn_type(w.embed, w.hidden, num_layers=w.layers, bias=w.bias, batch_first=True)
+    head = torch.nn.Linear(w.hidden, w.vocab, bias=w.bias)
+    parameters = list(embed.parameters()) + list(rnn.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=0.1)
+    inputs, targets = (torch.from_numpy(a) for a in tokens(w))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def forward():
+        out, _ = rnn(embed(inputs))
+        return loss_fn(head(out).reshape(-1, w.vocab), targets.reshape(-1))
+
+    if train:
+        def run():
+            optimizer.zero_grad(set_to_none=True)
+            loss = forward()
+            loss.backward()
+            optimizer.step()
+            return loss
+    else:
+        def run():
+            with torch.no_grad():
+                return forward()
+    return run, lambda out: float(out), None
+
+
+def build(name: str, w: Workload, cell: str, train: bool):
+    if name == "torch":
+        return torch_step(w, cell, train)
+    if name == "flax":
+        return flax_step(w, cell, train)
+    return rnn_jax_step(w, cell, train, name)
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def timed_rounds(entries: dict, rounds: int, min_seconds: float, tokens_per_call: int) -> dict:
+    """Interleaved rounds: each round times every implementation once, in turn, for >= min_seconds."""
+    rates = {name: [] for name in entries}
+    for _ in range(rounds):
+        for name, (run, wait) in entries.items():
+            calls, start = 0, time.perf_counter()
+            while True:
+                wait(run())
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds:
+                    break
+            rates[name].append(calls * tokens_per_call / elapsed)
+    return rates
+
+
+def compile_times(cell: str, lengths: Sequence[int]) -> list[dict]:
+    rows = []
+    for T in lengths:
+        w = Workload("compile", 1000, 128, 1, T, 8, True, 128)
+        row = {"T": T}
+        for variant, label in (("scan_unroll1", "unroll=1"), ("scan_unrollT", "full unroll")):
+            if label == "full unroll" and T > 256:
+                row[label] = None  # fully unrolled graphs of this size take minutes to compile; not measured
+                continue
+            start = time.perf_counter()
+            run, wait, _ = rnn_jax_step(w, cell, True, variant)
+            wait(run())
+            row[label] = time.perf_counter() - start
+        rows.append(row)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    config = parse_config(BenchConfig(), argv, description=__doc__.splitlines()[0])
+    peak = matmul_peak()
+    print(f"machine: {os.cpu_count()} CPU core(s), {jax.devices()[0].platform}; fp32 matmul peak measured "
+          f"{peak / 1e9:.1f} GFLOP/s")
+    results = []
+    for name in config.configs:
+        w = workload(name)
+        for cell in config.cells:
+            for kind in config.workloads:
+                train = kind == "train"
+                entries, meta = {}, {}
+                for impl in config.implementations:
+                    if impl == "unrolled" and w.steps > 64:
+                        continue  # a Python loop over 512 steps compiles for minutes; scan_unrollT stands for it
+                    try:
+                        start = time.perf_counter()
+                        run, wait, memory = build(impl, w, cell, train)
+                        wait(run())
+                        meta[impl] = {"compile_s": time.perf_counter() - start, "temp_bytes": memory}
+                        entries[impl] = (run, wait)
+                    except ImportError as e:
+                        print(f"  {impl}: skipped ({e})")
+                rates = timed_rounds(entries, config.rounds, config.min_seconds, w.batch * w.steps)
+                for impl, values in rates.items():
+                    median = statistics.median(values)
+                    results.append({"config": name, "cell": cell, "workload": kind, "impl": impl,
+                                    "tokens_per_s": median, "min": min(values), "max": max(values),
+                                    "flops_fraction": median * w.flops_per_token(cell, train) / peak, **meta[impl]})
+                best_peer = max((r["tokens_per_s"] for r in results if r["config"] == name and r["cell"] == cell
+                                 and r["workload"] == kind and r["impl"] in ("torch", "flax")), default=None)
+                print(f"\n{name} {cell} {kind}: B={w.batch} T={w.steps} V={w.vocab} H={w.hidden} L={w.layers}")
+                for r in [r for r in results if r["config"] == name and r["cell"] == cell and r["workload"] == kind]:
+                    ratio = "" if not best_peer else f"{r['tokens_per_s'] / best_peer:5.2f}x best peer"
+                    memory = "-" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.1f} MiB"
+                    print(f"  {r['impl']:<13} {r['tokens_per_s']:>11,.0f} tok/s [{r['min']:,.0f}-{r['max']:,.0f}]  "
+                          f"compile {r['compile_s']:5.2f}s  temp {memory:>10}  {100 * r['flops_fraction']:5.1f}% peak  {ratio}")
+    compiles = {cell: compile_times(cell, config.compile_lengths) for cell in config.cells}
+    for cell, rows in compiles.items():
+        print(f"\ncompile time of the {cell} train step against T (H=128, B=8):")
+        for row in rows:
+            full = "not measured" if row["full unroll"] is None else f"{row['full unroll']:.2f}s"
+            print(f"  T={row['T']:>5}: unroll=1 {row['unroll=1']:.2f}s, full unroll {full}")
+    report = {"machine": {"cpus": os.cpu_count(), "platform": jax.devices()[0].platform, "device": str(jax.devices()[0]),
+                          "matmul_peak_flops": peak}, "config": dataclasses.asdict(config), "results": results,
+              "compile_vs_T": compiles}
+    if config.out:
+        write_outputs(pathlib.Path(config.out), report)
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    lines = ["| config | cell | workload | impl | tokens/s (median) | min-max | compile s | temp MiB | % fp32 peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        memory = "-" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.1f}"
+        lines.append(f"| {r['config']} | {r['cell']} | {r['workload']} | {r['impl']} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['min']:,.0f}-{r['max']:,.0f} | {r['compile_s']:.2f} | {memory} | "
+                     f"{100 * r['flops_fraction']:.1f} |")
+    return "\n".join(lines)
+
+
+def write_outputs(out: pathlib.Path, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_lm.json").write_text(json.dumps(report, indent=2))
+    (out / "bench_lm.md").write_text(f"Machine: {report['machine']}\n\n" + markdown_table(report) + "\n")
+    groups = sorted({(r["config"], r["cell"], r["workload"]) for r in report["results"]})
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups)), constrained_layout=True, squeeze=False)
+    for ax, (name, cell, kind) in zip(axes[:, 0], groups):
+        rows = [r for r in report["results"] if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)]
+        ax.barh([r["impl"] for r in rows], [r["tokens_per_s"] for r in rows],
+                xerr=[[r["tokens_per_s"] - r["min"] for r in rows], [r["max"] - r["tokens_per_s"] for r in rows]],
+                color=["tab:orange" if r["impl"] in ("torch", "flax") else "tab:blue" for r in rows])
+        ax.set_title(f"{name} {cell} {kind}", fontsize=9)
+        ax.set_xlabel("tokens/s")
+    fig.savefig(out / "bench_lm_tokens.png", dpi=90)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for cell, rows in report["compile_vs_T"].items():
+        ax.plot([r["T"] for r in rows], [r["unroll=1"] for r in rows], "o-", label=f"{cell} unroll=1")
+        full = [(r["T"], r["full unroll"]) for r in rows if r["full unroll"] is not None]
+        ax.plot([t for t, _ in full], [s for _, s in full], "s--", label=f"{cell} full unroll")
+    ax.set_xscale("log")
+    ax.set_xlabel("T")
+    ax.set_ylabel("compile time of the train step (s)")
+    ax.legend()
+    fig.savefig(out / "bench_compile_vs_T.png", dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
