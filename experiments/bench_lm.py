@@ -19,7 +19,7 @@ import pathlib
 import statistics
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -56,7 +56,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_type: type, pre
             continue
         name = "--" + (prefix + field.name).replace("_", "-")
         parser.add_argument(name, dest=prefix + field.name, type=_converter(hints[field.name]), default=argparse.SUPPRESS,
-                            metavar=field.name.upper(), help=f"(default: from the preset config)")
+                            metavar=field.name.upper(), help="(default: from the preset config)")
 
 
 def apply_overrides(config: T, namespace: argparse.Namespace, prefix: str = "") -> T:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 

@@ -66,7 +66,7 @@ def _time_major_flags(name: str, flags, num_steps: int, batch_shape: tuple[int, 
     expected = (num_steps,) + batch_shape if time_major else batch_shape + (num_steps,)
     layout = "(T, *batch)" if time_major else "(*batch, T)"
     _checks.check_shape(name, flags, expected, layout,
-                        f"Give one flag per sequence and time step, laid out like xs without its feature axis.")
+                        "Give one flag per sequence and time step, laid out like xs without its feature axis.")
     if flags.dtype != jnp.bool_:
         raise _checks.DTypeError(f"{name} must be a bool array; got {flags.dtype}. Use e.g. `{name} != 0`.")
     return flags if time_major else jnp.moveaxis(flags, -1, 0)

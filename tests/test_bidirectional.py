@@ -8,7 +8,7 @@ import pytest
 from conftest import CELL_CASES
 from rnn_jax import carry as carry_lib
 from rnn_jax import gru, lstm, scan
-from rnn_jax.bidirectional import Bidirectional, BidirectionalParams
+from rnn_jax.bidirectional import Bidirectional
 
 B, T, E, H = 3, 5, 2, 4
 

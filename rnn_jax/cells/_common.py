@@ -78,7 +78,7 @@ def check_state(cell: str, field: str, value, batch_shape: tuple, H: int, dtype:
     )
     _checks.check_same_dtype(
         f"{cell} carry.{field}", value, dtype,
-        f"Create the carry with initial_state(H, batch_shape, dtype=params.W.dtype).",
+        "Create the carry with initial_state(H, batch_shape, dtype=params.W.dtype).",
     )
 
 
