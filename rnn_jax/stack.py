@@ -121,8 +121,9 @@ def run_layers(cell, params: tuple, carries: tuple, xs: jax.Array, *, runner: st
     Returns:
         (tuple of L final carries, hs of the top layer with H in place of E).
     """
-    num_layers = len(params) if _is_layer_sequence(params) else -1
-    _check_layers("params", params, max(num_layers, 1))
+    if not _is_layer_sequence(params):
+        raise ValueError(f"run_layers needs params as a tuple with one entry per layer; got {type(params).__name__}")
+    num_layers = len(params)
     _check_layers("carries", carries, num_layers)
     run = runners.get_runner(runner)
     reset_carries = scan_kwargs.pop("reset_carry", None)

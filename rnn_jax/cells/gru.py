@@ -76,9 +76,6 @@ class GRUResetAfterParams(NamedTuple):
     b_rg: Optional[jax.Array]
 
 
-GRUState = HiddenState
-
-
 def init(
     key: jax.Array,
     input_size: int,

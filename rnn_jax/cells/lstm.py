@@ -88,11 +88,16 @@ def init(
     """
     W, U, b, _ = _common.init_weights(key, NUM_GATES, input_size, hidden_size, use_bias=use_bias, dtype=dtype,
                                       initializer=initializer, init_scale=init_scale)
-    if forget_bias:
-        if b is None:
-            raise ValueError("forget_bias needs use_bias=True: without biases there is no b_f to set")
-        b = b.at[GATE_INDEX["f"]].add(jnp.asarray(forget_bias, dtype))
-    return LSTMParams(W=W, U=U, b=b)
+    return LSTMParams(W=W, U=U, b=add_forget_bias(b, forget_bias))
+
+
+def add_forget_bias(b: Optional[jax.Array], forget_bias: float) -> Optional[jax.Array]:
+    """b with `forget_bias` added to b_f (shared by every LSTM-family cell's init)."""
+    if not forget_bias:
+        return b
+    if b is None:
+        raise ValueError("forget_bias needs use_bias=True: without biases there is no b_f to set")
+    return b.at[GATE_INDEX["f"]].add(jnp.asarray(forget_bias, b.dtype))
 
 
 def initial_state(hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> LSTMState:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import _checks
-from rnn_jax.cells import _common
+from rnn_jax.cells import _common, lstm
 from rnn_jax.cells.lstm import GATE_INDEX, NUM_GATES, LSTMState
 from rnn_jax.initializers import InitScheme
 
@@ -100,11 +100,7 @@ class LSTMPCell:
         key_w, key_p = jax.random.split(key_p)
         W = scheme.recurrent(key_w, (NUM_GATES, hidden_size, self.proj_size), dtype)
         W_p = scheme.recurrent(key_p, (self.proj_size, hidden_size), dtype)
-        if forget_bias:
-            if b is None:
-                raise ValueError("forget_bias needs use_bias=True: without biases there is no b_f to set")
-            b = b.at[GATE_INDEX["f"]].add(jnp.asarray(forget_bias, dtype))
-        return LSTMPParams(W=W, U=U, b=b, W_p=W_p)
+        return LSTMPParams(W=W, U=U, b=lstm.add_forget_bias(b, forget_bias), W_p=W_p)
 
     def initial_state(self, hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> LSTMState:
         """Zero carry: h (*batch, P), c (*batch, H)."""

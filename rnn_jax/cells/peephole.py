@@ -26,8 +26,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import _checks
-from rnn_jax.cells import _common
+from rnn_jax import _checks, initializers
+from rnn_jax.cells import _common, lstm
 from rnn_jax.cells.lstm import GATE_INDEX, GATES, NUM_GATES, LSTMState, initial_state
 from rnn_jax.initializers import InitScheme
 
@@ -46,15 +46,12 @@ class PeepholeLSTMParams(NamedTuple):
 def init(key, input_size: int, hidden_size: int, *, use_bias: bool = True, dtype=jnp.float32,
          initializer: str | InitScheme = "pytorch", init_scale: float | None = None,
          forget_bias: float = 0.0) -> PeepholeLSTMParams:
-    """Creates parameters; the peepholes P use the scheme's bias initialiser (see `rnn_jax.lstm.init`)."""
+    """`rnn_jax.lstm.init` plus the peepholes P, drawn with the scheme's bias initialiser."""
     key, key_p = jax.random.split(key)
-    W, U, b, scheme = _common.init_weights(key, NUM_GATES, input_size, hidden_size, use_bias=use_bias, dtype=dtype,
-                                           initializer=initializer, init_scale=init_scale)
-    if forget_bias:
-        if b is None:
-            raise ValueError("forget_bias needs use_bias=True: without biases there is no b_f to set")
-        b = b.at[GATE_INDEX["f"]].add(jnp.asarray(forget_bias, dtype))
-    return PeepholeLSTMParams(W=W, U=U, b=b, P=scheme.bias(key_p, (3, hidden_size), dtype))
+    base = lstm.init(key, input_size, hidden_size, use_bias=use_bias, dtype=dtype, initializer=initializer,
+                     init_scale=init_scale, forget_bias=forget_bias)
+    scheme = initializers.resolve(initializer, hidden_size, init_scale)
+    return PeepholeLSTMParams(W=base.W, U=base.U, b=base.b, P=scheme.bias(key_p, (3, hidden_size), dtype))
 
 
 def _check_params(params: PeepholeLSTMParams) -> tuple[int, int]:
