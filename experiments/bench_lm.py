@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from rnn_jax.cli import parse_config
+from rnn_jax.hostmem import reuse_freed_memory
 from rnn_jax.lm import LanguageModel, LMConfig
 from rnn_jax.training import OptimConfig, TrainState, make_eval_step, make_optimizer, make_train_step
 
@@ -43,12 +44,13 @@ class BenchConfig:
     configs: tuple[str, ...] = ("notes", "zaremba_small", "zaremba_medium", "long")
     cells: tuple[str, ...] = ("lstm", "gru")
     workloads: tuple[str, ...] = ("train", "infer")
-    implementations: tuple[str, ...] = ("hoisted", "scan_unroll1", "scan_unroll4", "scan_unrollT", "unrolled",
+    implementations: tuple[str, ...] = ("fused", "hoisted", "scan_unroll1", "scan_unroll4", "scan_unrollT", "unrolled",
                                         "torch", "flax")
     rounds: int = 5
     min_seconds: float = 0.3
     compile_lengths: tuple[int, ...] = (16, 64, 256, 1024)  # full unroll is measured up to T=64 (T=256: ~2 min)
     out: Optional[str] = "bench_results"
+    reuse_host_memory: bool = True  # rnn_jax.hostmem.reuse_freed_memory for the whole process (every implementation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +89,16 @@ def matmul_peak() -> float:
     return best
 
 
+def versions() -> dict:
+    found = {"python": sys.version.split()[0], "jax": jax.__version__}
+    for name in ("flax", "torch", "optax"):
+        try:
+            found[name] = __import__(name).__version__
+        except ImportError:
+            found[name] = None
+    return found
+
+
 def tokens(w: Workload, seed: int = 0):
     rng = np.random.default_rng(seed)
     data = rng.integers(0, w.vocab, (w.batch, w.steps + 1))
@@ -97,7 +109,7 @@ def tokens(w: Workload, seed: int = 0):
 
 
 def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str):
-    runner, unroll = {"hoisted": ("hoisted", 1), "scan_unroll1": ("scan", 1), "scan_unroll4": ("scan", 4),
+    runner, unroll = {"fused": ("fused", 1), "hoisted": ("hoisted", 1), "scan_unroll1": ("scan", 1), "scan_unroll4": ("scan", 4),
                       "scan_unrollT": ("scan", w.steps), "unrolled": ("unrolled", 1)}[variant]
     model = LanguageModel(LMConfig(vocab_size=w.vocab, embed_size=w.embed, hidden_size=w.hidden, num_layers=w.layers,
                                    cell=cell, use_bias=w.bias, output_bias=w.bias, runner=runner, unroll=unroll,
@@ -224,7 +236,7 @@ def compile_times(cell: str, lengths: Sequence[int]) -> list[dict]:
     for T in lengths:
         w = Workload("compile", 1000, 128, 1, T, 8, True, 128)
         row = {"T": T}
-        for variant, label in (("scan_unroll1", "unroll=1"), ("scan_unrollT", "full unroll")):
+        for variant, label in (("fused", "fused"), ("scan_unroll1", "unroll=1"), ("scan_unrollT", "full unroll")):
             if label == "full unroll" and T > 64:
                 row[label] = None  # fully unrolled graphs of this size take minutes to compile; not measured
                 continue
@@ -238,9 +250,10 @@ def compile_times(cell: str, lengths: Sequence[int]) -> list[dict]:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     config = parse_config(BenchConfig(), argv, description=__doc__.splitlines()[0])
+    reused = reuse_freed_memory() if config.reuse_host_memory else False  # before JAX starts its threads
     peak = matmul_peak()
     print(f"machine: {os.cpu_count()} CPU core(s), {jax.devices()[0].platform}; fp32 matmul peak measured "
-          f"{peak / 1e9:.1f} GFLOP/s")
+          f"{peak / 1e9:.1f} GFLOP/s; freed host memory reused: {reused}")
     results = []
     for name in config.configs:
         w = workload(name)
@@ -278,10 +291,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"\ncompile time of the {cell} train step against T (H=128, B=8):")
         for row in rows:
             full = "not measured" if row["full unroll"] is None else f"{row['full unroll']:.2f}s"
-            print(f"  T={row['T']:>5}: unroll=1 {row['unroll=1']:.2f}s, full unroll {full}")
+            print(f"  T={row['T']:>5}: fused {row['fused']:.2f}s, scan unroll=1 {row['unroll=1']:.2f}s, full unroll {full}")
     report = {"machine": {"cpus": os.cpu_count(), "platform": jax.devices()[0].platform, "device": str(jax.devices()[0]),
-                          "matmul_peak_flops": peak}, "config": dataclasses.asdict(config), "results": results,
+                          "matmul_peak_flops": peak, "host_memory_reused": reused,
+                          "versions": versions()}, "config": dataclasses.asdict(config), "results": results,
               "compile_vs_T": compiles}
+    print("\n" + summary_table(report))
     if config.out:
         write_outputs(pathlib.Path(config.out), report)
     return report
@@ -298,6 +313,27 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+BAR = {"notes": 1.5, "zaremba_small": 1.5, "zaremba_medium": 1.2, "long": 1.0}  # issue 7: default / fastest peer
+
+
+def summary_table(report: dict) -> str:
+    """One row per (config, cell, workload): tokens/s of every implementation, the default's ratio to the fastest
+    peer, and issue 7's bar for the train step."""
+    impls = list(dict.fromkeys(r["impl"] for r in report["results"]))
+    lines = ["| config | cell | workload | " + " | ".join(impls) + " | default / best peer | bar |",
+             "|---|---|---|" + "---|" * (len(impls) + 2)]
+    groups = list(dict.fromkeys((r["config"], r["cell"], r["workload"]) for r in report["results"]))
+    for name, cell, kind in groups:
+        rows = {r["impl"]: r["tokens_per_s"] for r in report["results"]
+                if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)}
+        peers = [rows[k] for k in ("torch", "flax") if k in rows]
+        ratio = f"{rows['fused'] / max(peers):.2f}x" if peers and "fused" in rows else "-"
+        bar = f"{BAR[name]:.1f}x" if kind == "train" and name in BAR else "-"
+        cells = " | ".join(f"{rows[k]:,.0f}" if k in rows else "-" for k in impls)
+        lines.append(f"| {name} | {cell} | {kind} | {cells} | {ratio} | {bar} |")
+    return "\n".join(lines)
+
+
 def write_outputs(out: pathlib.Path, report: dict) -> None:
     import matplotlib
 
@@ -306,7 +342,8 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_lm.json").write_text(json.dumps(report, indent=2))
-    (out / "bench_lm.md").write_text(f"Machine: {report['machine']}\n\n" + markdown_table(report) + "\n")
+    (out / "bench_lm.md").write_text(f"Machine: {report['machine']}\n\n" + summary_table(report) + "\n\n"
+                                     + markdown_table(report) + "\n")
     groups = sorted({(r["config"], r["cell"], r["workload"]) for r in report["results"]})
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups)), constrained_layout=True, squeeze=False)
     for ax, (name, cell, kind) in zip(axes[:, 0], groups):
@@ -320,7 +357,8 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     for cell, rows in report["compile_vs_T"].items():
-        ax.plot([r["T"] for r in rows], [r["unroll=1"] for r in rows], "o-", label=f"{cell} unroll=1")
+        ax.plot([r["T"] for r in rows], [r["fused"] for r in rows], "^-", label=f"{cell} fused (default)")
+        ax.plot([r["T"] for r in rows], [r["unroll=1"] for r in rows], "o-", label=f"{cell} scan unroll=1")
         full = [(r["T"], r["full unroll"]) for r in rows if r["full unroll"] is not None]
         ax.plot([t for t, _ in full], [s for _, s in full], "s--", label=f"{cell} full unroll")
     ax.set_xscale("log")

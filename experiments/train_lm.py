@@ -14,6 +14,7 @@ from typing import Sequence
 
 from rnn_jax.cli import add_config_arguments, apply_overrides
 from rnn_jax.configs import PRESETS, get_preset
+from rnn_jax.hostmem import reuse_freed_memory
 from rnn_jax.parallel import initialize_distributed
 from rnn_jax.training import TrainConfig, TrainingInterrupted, train
 
@@ -24,8 +25,12 @@ def main(argv: Sequence[str] | None = None):
     parser.add_argument("--run-dir", default=None, help="run directory (default: runs/<config>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch remains)")
+    parser.add_argument("--no-reuse-host-memory", action="store_true",
+                        help="leave glibc malloc as it is (by default freed memory is reused: see rnn_jax.hostmem)")
     add_config_arguments(parser, TrainConfig)
     args = parser.parse_args(argv)
+    if not args.no_reuse_host_memory:
+        reuse_freed_memory()  # before the first JAX computation, so XLA's threads share the tuned arena
     initialize_distributed()  # no-op on one host; see BUILD.md for multi-host launches
     preset = get_preset(args.config)
     config = apply_overrides(preset.config, args)

@@ -13,6 +13,7 @@ from rnn_jax._checks import DTypeError, ShapeError
 from rnn_jax.cells import (CELLS, HiddenState, LSTMPCell, cifg, elman, get_cell, gru, ln_gru, ln_lstm, lstm, mgu,
                            output_size, peephole)
 from rnn_jax.counting import count_params, param_breakdown
+from rnn_jax.fused import fused_scan
 from rnn_jax.runners import get_runner, hoisted_scan, scan, unrolled
 from rnn_jax.stack import Stacked, run_layers
 
@@ -33,6 +34,7 @@ __all__ = [
     "Stacked",
     "count_params",
     "elman",
+    "fused_scan",
     "get_cell",
     "get_runner",
     "gru",

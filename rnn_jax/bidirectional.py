@@ -45,12 +45,12 @@ class Bidirectional:
     Attributes:
         cell: any cell object (with `project_inputs`/`step_projected` for the hoisted runner).
         merge: "concat", "sum" or a function of (forward hs, backward hs).
-        runner: "hoisted", "scan" or "unrolled".
+        runner: "fused" (default), "hoisted", "scan" or "unrolled".
     """
 
     cell: Any
     merge: Union[str, Callable] = "concat"
-    runner: str = "hoisted"
+    runner: str = "fused"
 
     def __post_init__(self):
         if isinstance(self.merge, str) and self.merge not in MERGES:

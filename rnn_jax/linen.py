@@ -68,7 +68,7 @@ class _SequenceOptions(nn.Module):
     cell: Any = "lstm"
     hidden_size: int = 20
     init_options: Optional[dict] = None
-    runner: str = "hoisted"
+    runner: str = "fused"
     unroll: int = 1
     time_major: bool = False
     remat: Union[int, str, None] = None
@@ -83,7 +83,7 @@ class RNN(_SequenceOptions):
 
     Attributes:
         cell, hidden_size, init_options: the cell and its `init` options.
-        runner: "hoisted", "scan" or "unrolled". unroll, time_major, remat: as in `rnn_jax.scan`.
+        runner: "fused" (default), "hoisted", "scan" or "unrolled". unroll, time_major, remat: as in `rnn_jax.scan`.
         reverse: run backward in time.
         learnable_initial_state: learn the initial carry (also the carry that `resets` restore).
     """

@@ -55,7 +55,8 @@ class LMConfig:
         gru_reset_after: GRU in the cuDNN/PyTorch form instead of the notes' form.
         dropout: rate on the non-recurrent connections (0 disables).
         same_mask_over_time: reuse one dropout mask at every time step.
-        runner: "hoisted" (input products before the loop), "scan" or "unrolled".
+        runner: "fused" (the fast path, `rnn_jax.fused_scan`), "hoisted" (input products before the loop), "scan"
+            or "unrolled".
         unroll: `lax.scan` unroll factor.
     """
 
@@ -74,7 +75,7 @@ class LMConfig:
     gru_reset_after: bool = False
     dropout: float = 0.0
     same_mask_over_time: bool = False
-    runner: str = "hoisted"
+    runner: str = "fused"
     unroll: int = 1
 
     def __post_init__(self):
@@ -193,7 +194,8 @@ class LanguageModel:
             raise ValueError(f"train=True with dropout={cfg.dropout} needs a PRNG key: apply(..., key=key)")
         keys = iter(jax.random.split(key, cfg.num_layers + 1)) if dropout_on else None
         drop = (lambda x: dropout(next(keys), x, cfg.dropout, cfg.same_mask_over_time)) if dropout_on else (lambda x: x)
-        runner = cfg.runner if (cfg.runner != "hoisted" or hasattr(self.layer_cell, "project_inputs")) else "scan"
+        needs_projection = cfg.runner in ("hoisted", "fused")
+        runner = cfg.runner if (not needs_projection or hasattr(self.layer_cell, "project_inputs")) else "scan"
         carry, hs = run_layers(self.layer_cell, params.rnn, carry, drop(xs), runner=runner, unroll=cfg.unroll,
                                between_layers=lambda _, h: drop(h))
         return output_logits(params, drop(hs)), carry

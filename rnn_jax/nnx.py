@@ -80,7 +80,7 @@ class RNN(_Sequence):
     """One recurrent layer over a sequence (options as `rnn_jax.linen.RNN`)."""
 
     def __init__(self, cell, input_size: int, hidden_size: int, *, rngs: nnx.Rngs, init_options: Optional[dict] = None,
-                 runner: str = "hoisted", unroll: int = 1, time_major: bool = False, reverse: bool = False,
+                 runner: str = "fused", unroll: int = 1, time_major: bool = False, reverse: bool = False,
                  remat: Union[int, str, None] = None, learnable_initial_state: bool = False):
         self._setup(runner, unroll, time_major, remat)
         self.core = resolve_cell(cell)
@@ -107,7 +107,7 @@ class StackedRNN(_Sequence):
     """`num_layers` layers run layer by layer; `.layers` holds the tuple of per-layer parameters."""
 
     def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 2, *, rngs: nnx.Rngs,
-                 init_options: Optional[dict] = None, runner: str = "hoisted", unroll: int = 1,
+                 init_options: Optional[dict] = None, runner: str = "fused", unroll: int = 1,
                  time_major: bool = False, remat: Union[int, str, None] = None):
         self._setup(runner, unroll, time_major, remat)
         self.stack = Stacked(resolve_cell(cell), num_layers)
@@ -129,7 +129,7 @@ class Bidirectional(_Sequence):
     """Forward and backward runs merged per step; `.directions` holds `BidirectionalParams`."""
 
     def __init__(self, cell, input_size: int, hidden_size: int, *, rngs: nnx.Rngs, merge: Union[str, Callable] = "concat",
-                 init_options: Optional[dict] = None, runner: str = "hoisted", unroll: int = 1,
+                 init_options: Optional[dict] = None, runner: str = "fused", unroll: int = 1,
                  time_major: bool = False, remat: Union[int, str, None] = None):
         self._setup(runner, unroll, time_major, remat)
         self.bi = CoreBidirectional(resolve_cell(cell), merge=merge, runner=runner)

@@ -265,10 +265,15 @@ RUNNERS: dict[str, CellRunner] = {"scan": _scan_cell, "unrolled": _unrolled_cell
 def get_runner(name: str) -> CellRunner:
     """A runner by name, taking a cell: `runner(cell, params, carry, xs, **scan_kwargs)`.
 
-    Names: "scan" (`scan(cell.step, ...)`), "unrolled" (`unrolled(cell.step, ...)`) and "hoisted"
-    (`hoisted_scan(cell, ...)`, the default of the language model).
+    Names: "scan" (`scan(cell.step, ...)`), "unrolled" (`unrolled(cell.step, ...)`), "hoisted"
+    (`hoisted_scan(cell, ...)`) and "fused" (`rnn_jax.fused.fused_scan(cell, ...)`, the default of the language
+    model).
     """
+    if name == "fused":
+        from rnn_jax.fused import fused_scan  # that module builds on this one
+
+        return fused_scan
     try:
         return RUNNERS[name]
     except KeyError:
-        raise ValueError(f"unknown runner {name!r}; expected one of {sorted(RUNNERS)}") from None
+        raise ValueError(f"unknown runner {name!r}; expected one of {sorted(RUNNERS) + ['fused']}") from None

@@ -103,7 +103,7 @@ class Stacked:
         return tuple(new_carry), x
 
 
-def run_layers(cell, params: tuple, carries: tuple, xs: jax.Array, *, runner: str = "hoisted",
+def run_layers(cell, params: tuple, carries: tuple, xs: jax.Array, *, runner: str = "fused",
                between_layers: Callable[[int, jax.Array], jax.Array] | None = None, **scan_kwargs):
     """Runs a stack layer by layer over the whole sequence.
 
@@ -112,7 +112,7 @@ def run_layers(cell, params: tuple, carries: tuple, xs: jax.Array, *, runner: st
         params: tuple of L per-layer parameters.
         carries: tuple of L per-layer carries.
         xs: (*batch, T, E), or (T, *batch, E) with time_major=True.
-        runner: "hoisted" (default), "scan" or "unrolled" (see `rnn_jax.runners.get_runner`).
+        runner: "fused" (default), "hoisted", "scan" or "unrolled" (see `rnn_jax.runners.get_runner`).
         between_layers: optional `f(layer_index, hs) -> hs` applied to layer l's outputs before layer l+1
             (for example dropout); not applied after the top layer.
         **scan_kwargs: unroll, reverse, time_major, seq_lengths, mask, resets, remat (as in `rnn_jax.scan`);

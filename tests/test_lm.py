@@ -37,7 +37,7 @@ def test_notes_network_has_4400_weights_plus_embedding():
     assert count_params(params.embedding) == 1000
 
 
-@pytest.mark.parametrize("runner", ["scan", "unrolled"])
+@pytest.mark.parametrize("runner", ["scan", "unrolled", "hoisted"])
 def test_runners_agree_inside_the_model(runner):
     model, params = model_and_params(num_layers=2, cell="gru")
     other = LanguageModel(LMConfig(vocab_size=11, embed_size=4, hidden_size=5, num_layers=2, cell="gru", runner=runner))

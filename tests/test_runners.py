@@ -1,4 +1,4 @@
-"""Runners: scan = unrolled = hoisted = a plain Python step loop, for every option and every cell."""
+"""Runners: scan = unrolled = hoisted = fused = a plain Python step loop, for every option and every cell."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import CELL_CASES, cell_cases_with_variants_slow
-from rnn_jax import ShapeError, get_runner, gru, hoisted_scan, lstm, output_size, scan, unrolled
+from rnn_jax import ShapeError, fused_scan, get_runner, gru, hoisted_scan, lstm, output_size, scan, unrolled
 
 B, T, E, H = 3, 6, 4, 5
 
@@ -42,6 +42,7 @@ RUNS = {
     "scan": lambda cell, *args, **kw: scan(cell.step, *args, **kw),
     "unrolled": lambda cell, *args, **kw: unrolled(cell.step, *args, **kw),
     "hoisted": hoisted_scan,
+    "fused": fused_scan,
 }
 
 
@@ -68,6 +69,7 @@ def test_every_unroll_gives_the_same_result(cell, opts, unroll):
     reference = unrolled(cell.step, params, carry, xs)
     assert_close(jax.jit(lambda p, c, x: scan(cell.step, p, c, x, unroll=unroll))(params, carry, xs), reference)
     assert_close(hoisted_scan(cell, params, carry, xs, unroll=unroll), reference)
+    assert_close(fused_scan(cell, params, carry, xs, unroll=unroll), reference)
 
 
 @pytest.mark.parametrize("runner", sorted(RUNS))

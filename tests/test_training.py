@@ -86,6 +86,28 @@ def test_train_step_traces_once_over_carried_windows():
     assert int(state.step) == 6
 
 
+@pytest.mark.parametrize("cell, options", [("lstm", {}), ("gru", {"gru_reset_after": True}), ("gru", {}),
+                                           ("elman", {"dropout": 0.3}), ("lstm", {"use_bias": True, "num_layers": 2})])
+@pytest.mark.parametrize("optim", [OptimConfig(name="sgd", learning_rate=1.0, clip_norm=0.5),
+                                   OptimConfig(name="adam", learning_rate=0.01)], ids=["sgd_clip", "adam"])
+def test_default_fused_train_step_equals_the_reference_step(cell, options, optim):
+    """The default (fused) step against the same model run by the plain `scan` of the cell's step, three steps."""
+    config = LMConfig(vocab_size=13, embed_size=6, hidden_size=7, cell=cell, **options)
+    assert config.runner == "fused"
+    models = [LanguageModel(config), LanguageModel(dataclasses.replace(config, runner="scan"))]
+    optimizer = make_optimizer(optim, 10, 100)
+    rows = data_lib.batchify(np.arange(300) * 7 % 13, 4)
+    results = []
+    for model in models:
+        state, carry = make_state(model, optimizer), model.initial_state(4)
+        step = jax.jit(make_train_step(model, optimizer, "sum_time_mean_batch"))
+        for index in range(3):
+            inputs, targets = data_lib.window(rows, index, 5)
+            state, carry, metrics = step(state, carry, jnp.asarray(inputs), jnp.asarray(targets))
+        results.append((state, carry, metrics))
+    chex.assert_trees_all_close(results[0], results[1], rtol=2e-5, atol=2e-6)
+
+
 def test_non_finite_step_is_not_applied():
     model = LanguageModel(LMConfig(vocab_size=9, embed_size=4, hidden_size=8))
     optimizer = make_optimizer(OptimConfig(name="adam", learning_rate=0.1), 10, 100)

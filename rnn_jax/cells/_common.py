@@ -121,6 +121,34 @@ def check_carry(cell: str, carry, carry_type: type, sizes: dict[str, int], batch
         check_state(cell, field, getattr(carry, field), batch_shape, size, dtype)
 
 
+class FusedSpec(NamedTuple):
+    """How a cell splits into matrix products and elementwise math, for `rnn_jax.fused_scan`.
+
+    For parameters with stacked U (G, H, E), W (G, H, H_in) and b (G, H) or None (G = `num_gates`, or no gate
+    axis when it is None), a step is `projected = U x + b`, `rec = W h_prev` (matrix products the runner does),
+    followed by `forward`, which is elementwise given both. `backward` is the hand-derived derivative of
+    `forward`; the runner adds the products' parts and computes the weight gradients as one product each after
+    the loop. `forward` is the same function the cell's `step` uses, so both paths share one source of math.
+
+    Attributes:
+        supports: `f(params) -> bool`, whether these parameters have this structure (e.g. only the GRU's
+            reset-after form does).
+        num_gates: G, or None for a cell without a gate axis (Elman).
+        elementwise_params: `f(params) -> pytree` of the parameters `forward` reads besides the products (or None).
+        forward: `f(elementwise, carry_prev, projected, rec) -> (carry, h, residuals)`; projected and rec have
+            the gate shape (*batch, G, H).
+        backward: `f(elementwise, carry_prev, residuals, d_carry, d_h) -> (d_elementwise, d_carry_prev, d_projected,
+            d_rec)`; d_carry_prev's h may be None (h_prev reaches the step only through rec). Returning the same
+            array for d_projected and d_rec tells the runner they are equal (stored once).
+    """
+
+    supports: Any
+    num_gates: Any
+    elementwise_params: Any
+    forward: Any
+    backward: Any
+
+
 class CellFunctions(NamedTuple):
     project_inputs: Any
     step_projected: Any

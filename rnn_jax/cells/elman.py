@@ -57,9 +57,24 @@ def initial_state(hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp
     return HiddenState(h=jnp.zeros(tuple(batch_shape) + (hidden_size,), dtype))
 
 
+def _forward(_, carry: HiddenState, projected: jax.Array, rec: jax.Array):
+    h = jnp.tanh(projected + rec)
+    return HiddenState(h=h), h, h
+
+
+def _backward(_, carry: HiddenState, h, d_carry: HiddenState, d_h: jax.Array):
+    d_pre = (d_h + d_carry.h) * (1 - h * h)
+    return None, HiddenState(h=None), d_pre, d_pre
+
+
 def _cell_update(params: ElmanParams, carry: HiddenState, projected: jax.Array) -> tuple[HiddenState, jax.Array]:
-    h = jnp.tanh(projected + _common.recurrent(params.W, carry.h))
-    return HiddenState(h=h), h
+    new_carry, h, _ = _forward(None, carry, projected, _common.recurrent(params.W, carry.h))
+    return new_carry, h
+
+
+fused = _common.FusedSpec(supports=lambda params: isinstance(params, ElmanParams),
+                          num_gates=None, elementwise_params=lambda params: None,
+                          forward=_forward, backward=_backward)
 
 
 project_inputs, step_projected, step = _common.cell_functions(

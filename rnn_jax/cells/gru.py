@@ -130,21 +130,48 @@ def _check_params(params) -> tuple[int, int]:
     return E, H
 
 
+def _reset_after_forward(b_rg, carry: HiddenState, projected: jax.Array, rec: jax.Array):
+    """The reset-after equations given U x_t + b (projected) and W h_{t-1} (rec), both (*batch, 3, H)."""
+    r = jax.nn.sigmoid(projected[..., R, :] + rec[..., R, :])
+    u = jax.nn.sigmoid(projected[..., UPD, :] + rec[..., UPD, :])
+    rec_g = rec[..., G, :] if b_rg is None else rec[..., G, :] + b_rg
+    g = jnp.tanh(projected[..., G, :] + r * rec_g)
+    h = u * g + (1 - u) * carry.h
+    return HiddenState(h=h), h, (r, u, g, rec_g)
+
+
+def _reset_after_backward(b_rg, carry: HiddenState, residuals, d_carry: HiddenState, d_h: jax.Array):
+    """Derivative of `_reset_after_forward` (d_projected and d_rec differ only in the candidate slot)."""
+    r, u, g, rec_g = residuals
+    d_h = d_h + d_carry.h
+    d_pre_g = d_h * u * (1 - g * g)
+    d_rec_g = d_pre_g * r
+    d_pre_r = d_pre_g * rec_g * r * (1 - r)
+    d_pre_u = d_h * (g - carry.h) * u * (1 - u)
+    d_projected = jnp.stack([d_pre_r, d_pre_u, d_pre_g], axis=-2)
+    d_rec = jnp.stack([d_pre_r, d_pre_u, d_rec_g], axis=-2)
+    d_b_rg = None if b_rg is None else d_rec_g.reshape(-1, d_rec_g.shape[-1]).sum(0)
+    return d_b_rg, HiddenState(h=d_h * (1 - u)), d_projected, d_rec
+
+
 def _cell_update(params, carry: HiddenState, projected: jax.Array) -> tuple[HiddenState, jax.Array]:
     h_prev = carry.h
     if isinstance(params, GRUResetAfterParams):
-        rec = _common.recurrent(params.W, h_prev)
-        r = jax.nn.sigmoid(projected[..., R, :] + rec[..., R, :])
-        u = jax.nn.sigmoid(projected[..., UPD, :] + rec[..., UPD, :])
-        rec_g = rec[..., G, :] if params.b_rg is None else rec[..., G, :] + params.b_rg
-        g = jnp.tanh(projected[..., G, :] + r * rec_g)
-    else:
-        rec_ru = _common.recurrent(params.W[:G], h_prev)
-        r = jax.nn.sigmoid(projected[..., R, :] + rec_ru[..., R, :])
-        u = jax.nn.sigmoid(projected[..., UPD, :] + rec_ru[..., UPD, :])
-        g = jnp.tanh(projected[..., G, :] + _common.recurrent(params.W[G], r * h_prev))
+        new_carry, h, _ = _reset_after_forward(params.b_rg, carry, projected, _common.recurrent(params.W, h_prev))
+        return new_carry, h
+    rec_ru = _common.recurrent(params.W[:G], h_prev)
+    r = jax.nn.sigmoid(projected[..., R, :] + rec_ru[..., R, :])
+    u = jax.nn.sigmoid(projected[..., UPD, :] + rec_ru[..., UPD, :])
+    g = jnp.tanh(projected[..., G, :] + _common.recurrent(params.W[G], r * h_prev))
     h = u * g + (1 - u) * h_prev
     return HiddenState(h=h), h
+
+
+# Only the reset-after form fuses: the notes' form needs r_t before its candidate's recurrent product.
+fused = _common.FusedSpec(supports=lambda params: isinstance(params, GRUResetAfterParams),
+                          num_gates=NUM_GATES, elementwise_params=lambda params: params.b_rg,
+                          forward=_reset_after_forward,
+                          backward=_reset_after_backward)
 
 
 project_inputs, step_projected, step = _common.cell_functions(

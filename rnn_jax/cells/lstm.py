@@ -111,13 +111,35 @@ def _check_params(params: LSTMParams) -> tuple[int, int]:
     return _common.check_weights("LSTM", params.W, params.U, params.b, NUM_GATES, "i, f, o, g")
 
 
-def _cell_update(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> tuple[LSTMState, jax.Array]:
-    pre = projected + _common.recurrent(params.W, carry.h)
+def _forward(_, carry: LSTMState, projected: jax.Array, rec: jax.Array):
+    """The equations given U x_t + b (projected) and W h_{t-1} (rec), both (*batch, 4, H); residuals for backward."""
+    pre = projected + rec
     i, f, o = (jax.nn.sigmoid(pre[..., GATE_INDEX[n], :]) for n in ("i", "f", "o"))
     g = jnp.tanh(pre[..., GATE_INDEX["g"], :])
     c = f * carry.c + i * g
-    h = o * jnp.tanh(c)
-    return LSTMState(h=h, c=c), h
+    tanh_c = jnp.tanh(c)
+    h = o * tanh_c
+    return LSTMState(h=h, c=c), h, (i, f, o, g, tanh_c)
+
+
+def _backward(_, carry: LSTMState, residuals, d_carry: LSTMState, d_h: jax.Array):
+    """Derivative of `_forward`: d_pre = d_projected = d_rec, stacked like the gates."""
+    i, f, o, g, tanh_c = residuals
+    d_h = d_h + d_carry.h
+    d_c = d_carry.c + d_h * o * (1 - tanh_c * tanh_c)
+    d_pre = jnp.stack([d_c * g * i * (1 - i), d_c * carry.c * f * (1 - f), d_h * tanh_c * o * (1 - o),
+                       d_c * i * (1 - g * g)], axis=-2)
+    return None, LSTMState(h=None, c=d_c * f), d_pre, d_pre
+
+
+def _cell_update(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> tuple[LSTMState, jax.Array]:
+    new_carry, h, _ = _forward(None, carry, projected, _common.recurrent(params.W, carry.h))
+    return new_carry, h
+
+
+fused = _common.FusedSpec(supports=lambda params: isinstance(params, LSTMParams),
+                          num_gates=NUM_GATES, elementwise_params=lambda params: None, forward=_forward,
+                          backward=_backward)
 
 
 project_inputs, step_projected, step = _common.cell_functions(
