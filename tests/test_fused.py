@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import CELL_CASES
+from conftest import cell_cases_with_variants_slow
 from rnn_jax import ShapeError, elman, fused_scan, gru, hoisted_scan, lstm, output_size, scan
 from rnn_jax.fused import prefetch_scan
 
@@ -57,7 +57,7 @@ def test_the_fused_path_is_taken(cell, opts):
 
 
 @pytest.mark.parametrize("batch_shape", [(), (2, 3)])
-@pytest.mark.parametrize("unroll", [1, 3, True])
+@pytest.mark.parametrize("unroll", [1, 3, pytest.param(True, marks=pytest.mark.slow)])
 def test_batch_shapes_unroll_and_time_major(batch_shape, unroll, x64):
     params, carry, xs = problem(lstm, {}, batch_shape=batch_shape)
     reference = loss_and_grads(hoisted_scan, lstm, params, carry, xs)
@@ -74,7 +74,7 @@ def test_single_step_and_jit(x64):
     assert_trees_close(jax.jit(lambda *a: loss_and_grads(fused_scan, gru, *a))(params, carry, xs), reference)
 
 
-@pytest.mark.parametrize("cell, opts", CELL_CASES)
+@pytest.mark.parametrize("cell, opts", cell_cases_with_variants_slow())
 def test_every_cell_gives_the_reference_result(cell, opts):
     """Non-fusable cells (and the notes' GRU form) fall back; all give hoisted_scan's values and gradients."""
     params = cell.init(jax.random.key(0), E, H, **opts)

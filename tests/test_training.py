@@ -86,10 +86,19 @@ def test_train_step_traces_once_over_carried_windows():
     assert int(state.step) == 6
 
 
-@pytest.mark.parametrize("cell, options", [("lstm", {}), ("gru", {"gru_reset_after": True}), ("gru", {}),
-                                           ("elman", {"dropout": 0.3}), ("lstm", {"use_bias": True, "num_layers": 2})])
-@pytest.mark.parametrize("optim", [OptimConfig(name="sgd", learning_rate=1.0, clip_norm=0.5),
-                                   OptimConfig(name="adam", learning_rate=0.01)], ids=["sgd_clip", "adam"])
+SGD_CLIP = OptimConfig(name="sgd", learning_rate=1.0, clip_norm=0.5)
+ADAM = OptimConfig(name="adam", learning_rate=0.01)
+
+
+@pytest.mark.parametrize("cell, options, optim", [
+    pytest.param("lstm", {}, SGD_CLIP, id="lstm-sgd_clip"),
+    pytest.param("gru", {"gru_reset_after": True}, ADAM, id="gru_reset_after-adam"),
+    pytest.param("elman", {"dropout": 0.3}, SGD_CLIP, id="elman-dropout-sgd_clip"),
+    pytest.param("lstm", {"use_bias": True, "num_layers": 2}, ADAM, id="lstm-2layers-bias-adam"),
+    pytest.param("gru", {}, SGD_CLIP, id="gru_notes_form_falls_back-sgd_clip", marks=pytest.mark.slow),
+    pytest.param("gru", {"gru_reset_after": True, "use_bias": True}, SGD_CLIP, id="gru_reset_after-bias-sgd_clip",
+                 marks=pytest.mark.slow),
+])
 def test_default_fused_train_step_equals_the_reference_step(cell, options, optim):
     """The default (fused) step against the same model run by the plain `scan` of the cell's step, three steps."""
     config = LMConfig(vocab_size=13, embed_size=6, hidden_size=7, cell=cell, **options)
