@@ -221,8 +221,9 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
     """The (unjitted) train step `(state, carry, inputs, targets) -> (state, carry, metrics)`.
 
     The incoming carry is a constant (no gradient across windows). A step whose loss or gradients are not
-    finite is not applied: parameters, optimiser state and carry stay as they were, `metrics["finite"]` is
-    False. metrics: loss (as reduced), nll (token mean, nats), grad_norm, finite.
+    finite (tested through the gradient norm, which also flags a norm beyond float32's range) is not applied:
+    parameters, optimiser state and carry stay as they were, `metrics["finite"]` is False. metrics: loss (as
+    reduced), nll (token mean, nats), grad_norm, finite. The model's runner (default "fused") runs the layers.
     """
 
     def loss_fn(params, carry, inputs, targets, key):
