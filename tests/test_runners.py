@@ -46,9 +46,9 @@ RUNS = {
 }
 
 
-@pytest.mark.parametrize("runner", sorted(RUNS))
+# fused_scan hands padded runs to hoisted_scan (tests/test_fused.py checks that hand-over), so it runs unpadded here.
+@pytest.mark.parametrize("runner, padded", [(r, p) for r in sorted(RUNS) for p in (False, True) if (r, p) != ("fused", True)])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("cell, opts", cell_cases_with_variants_slow())
 def test_runner_matches_python_loop(cell, opts, runner, reverse, padded):
     params, carry, xs = setup(cell, opts)

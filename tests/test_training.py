@@ -161,7 +161,9 @@ def final_checkpoint(run_dir, config):
     return tree, record, step
 
 
-@pytest.mark.parametrize("cut_after", [5, 12, 15])  # mid-epoch 1, end of epoch 1, mid-epoch 2
+# mid-epoch 1, end of epoch 1, mid-epoch 2 (the first and last in `-m slow`; the kill tests cut at random points)
+@pytest.mark.parametrize("cut_after", [pytest.param(5, marks=pytest.mark.slow), 12,
+                                       pytest.param(15, marks=pytest.mark.slow)])
 def test_resumed_run_equals_uninterrupted_run(text_file, tmp_path, cut_after):
     config = small_config(text_file)
     full = train(config, tmp_path / "full", progress=False, log=lambda _: None)
