@@ -91,10 +91,10 @@ ADAM = OptimConfig(name="adam", learning_rate=0.01)
 
 
 @pytest.mark.parametrize("cell, options, optim", [
-    pytest.param("lstm", {}, SGD_CLIP, id="lstm-sgd_clip"),
+    pytest.param("lstm", {}, SGD_CLIP, id="lstm-sgd_clip", marks=pytest.mark.slow),
     pytest.param("gru", {"gru_reset_after": True}, ADAM, id="gru_reset_after-adam"),
-    pytest.param("elman", {"dropout": 0.3}, SGD_CLIP, id="elman-dropout-sgd_clip"),
-    pytest.param("lstm", {"use_bias": True, "num_layers": 2}, ADAM, id="lstm-2layers-bias-adam"),
+    pytest.param("elman", {"dropout": 0.3}, SGD_CLIP, id="elman-dropout-sgd_clip", marks=pytest.mark.slow),
+    pytest.param("lstm", {"use_bias": True, "num_layers": 2, "dropout": 0.2}, ADAM, id="lstm-2layers-bias-dropout-adam"),
     pytest.param("gru", {}, SGD_CLIP, id="gru_notes_form_falls_back-sgd_clip", marks=pytest.mark.slow),
     pytest.param("gru", {"gru_reset_after": True, "use_bias": True}, SGD_CLIP, id="gru_reset_after-bias-sgd_clip",
                  marks=pytest.mark.slow),
