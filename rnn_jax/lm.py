@@ -194,8 +194,7 @@ class LanguageModel:
             raise ValueError(f"train=True with dropout={cfg.dropout} needs a PRNG key: apply(..., key=key)")
         keys = iter(jax.random.split(key, cfg.num_layers + 1)) if dropout_on else None
         drop = (lambda x: dropout(next(keys), x, cfg.dropout, cfg.same_mask_over_time)) if dropout_on else (lambda x: x)
-        needs_projection = cfg.runner in ("hoisted", "fused")
-        runner = cfg.runner if (not needs_projection or hasattr(self.layer_cell, "project_inputs")) else "scan"
+        runner = cfg.runner if (cfg.runner != "hoisted" or hasattr(self.layer_cell, "project_inputs")) else "scan"
         carry, hs = run_layers(self.layer_cell, params.rnn, carry, drop(xs), runner=runner, unroll=cfg.unroll,
                                between_layers=lambda _, h: drop(h))
         return output_logits(params, drop(hs)), carry
