@@ -44,8 +44,8 @@ class BenchConfig:
     configs: tuple[str, ...] = ("notes", "zaremba_small", "zaremba_medium", "long")
     cells: tuple[str, ...] = ("lstm", "gru")
     workloads: tuple[str, ...] = ("train", "infer")
-    implementations: tuple[str, ...] = ("fused", "hoisted", "scan_unroll1", "scan_unroll4", "scan_unrollT", "unrolled",
-                                        "torch", "flax")
+    implementations: tuple[str, ...] = ("fused", "fused_xla", "hoisted", "scan_unroll1", "scan_unroll4", "scan_unrollT",
+                                        "unrolled", "torch", "flax")
     rounds: int = 5
     min_seconds: float = 0.3
     compile_lengths: tuple[int, ...] = (16, 64, 256, 1024)  # full unroll is measured up to T=64 (T=256: ~2 min)
@@ -90,7 +90,10 @@ def matmul_peak() -> float:
 
 
 def versions() -> dict:
-    found = {"python": sys.version.split()[0], "jax": jax.__version__}
+    from rnn_jax import kernels
+
+    found = {"python": sys.version.split()[0], "jax": jax.__version__,
+             "rnn_jax_native_lstm_kernel": kernels.lstm_available()}
     for name in ("flax", "torch", "optax"):
         try:
             found[name] = __import__(name).__version__
@@ -109,7 +112,7 @@ def tokens(w: Workload, seed: int = 0):
 
 
 def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str):
-    runner, unroll = {"fused": ("fused", 1), "hoisted": ("hoisted", 1), "scan_unroll1": ("scan", 1), "scan_unroll4": ("scan", 4),
+    runner, unroll = {"fused": ("fused", 1), "fused_xla": ("fused_xla", 1), "hoisted": ("hoisted", 1), "scan_unroll1": ("scan", 1), "scan_unroll4": ("scan", 4),
                       "scan_unrollT": ("scan", w.steps), "unrolled": ("unrolled", 1)}[variant]
     model = LanguageModel(LMConfig(vocab_size=w.vocab, embed_size=w.embed, hidden_size=w.hidden, num_layers=w.layers,
                                    cell=cell, use_bias=w.bias, output_bias=w.bias, runner=runner, unroll=unroll,

@@ -35,6 +35,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Any, Callable
 
@@ -266,14 +268,14 @@ def get_runner(name: str) -> CellRunner:
     """A runner by name, taking a cell: `runner(cell, params, carry, xs, **scan_kwargs)`.
 
     Names: "scan" (`scan(cell.step, ...)`), "unrolled" (`unrolled(cell.step, ...)`), "hoisted"
-    (`hoisted_scan(cell, ...)`) and "fused" (`rnn_jax.fused.fused_scan(cell, ...)`, the default of the language
-    model).
+    (`hoisted_scan(cell, ...)`), "fused" (`rnn_jax.fused.fused_scan(cell, ...)`, the default of the language
+    model, with the native CPU loop kernel where there is one) and "fused_xla" (the same with XLA's loop always).
     """
-    if name == "fused":
+    if name in ("fused", "fused_xla"):
         from rnn_jax.fused import fused_scan  # that module builds on this one
 
-        return fused_scan
+        return fused_scan if name == "fused" else functools.partial(fused_scan, native=False)
     try:
         return RUNNERS[name]
     except KeyError:
-        raise ValueError(f"unknown runner {name!r}; expected one of {sorted(RUNNERS) + ['fused']}") from None
+        raise ValueError(f"unknown runner {name!r}; expected one of {sorted(RUNNERS) + ['fused', 'fused_xla']}") from None

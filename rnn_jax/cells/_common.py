@@ -140,6 +140,8 @@ class FusedSpec(NamedTuple):
         backward: `f(elementwise, carry_prev, residuals, d_carry, d_h) -> (d_elementwise, d_carry_prev, d_projected,
             d_rec)`; d_carry_prev's h may be None (h_prev reaches the step only through rec). Returning the same
             array for d_projected and d_rec tells the runner they are equal (stored once).
+        native: the name of a native loop kernel in `rnn_jax.kernels` computing the same forward and backward
+            ("lstm"), or None. It restates `forward`/`backward` in C++; tests hold the two equal.
     """
 
     supports: Any
@@ -147,6 +149,7 @@ class FusedSpec(NamedTuple):
     elementwise_params: Any
     forward: Any
     backward: Any
+    native: Any = None
 
 
 class CellFunctions(NamedTuple):

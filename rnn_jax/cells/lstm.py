@@ -139,7 +139,7 @@ def _cell_update(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> 
 
 fused = _common.FusedSpec(supports=lambda params: isinstance(params, LSTMParams),
                           num_gates=NUM_GATES, elementwise_params=lambda params: None, forward=_forward,
-                          backward=_backward)
+                          backward=_backward, native="lstm")
 
 
 project_inputs, step_projected, step = _common.cell_functions(

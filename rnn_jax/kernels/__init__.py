@@ -1,0 +1,167 @@
+"""Native CPU kernels for the recurrent loop, called through `jax.ffi`, compiled for this machine on first use.
+
+`rnn_jax.fused_scan` runs an LSTM's loop (forward and backward) with these kernels when it can: float32, the
+CPU backend, and a C++ compiler on the machine. Everywhere else it runs its XLA loop, which gives the same
+results (tested to float32 rounding). XLA executes a loop body as a chain of small kernels, each with a few
+microseconds of dispatch and a thread-pool wake-up for the product; the native loop is one call, its threads
+spin on one barrier per step, and the gate math is vectorised (see `lstm_cpu.cc`).
+
+The library is compiled with the system's `c++` (or `$CXX`) and `-march=native` against the XLA FFI headers
+that ship with jaxlib, into `$RNN_JAX_KERNEL_CACHE` (default `~/.cache/rnn_jax/kernels`), keyed by the source,
+jaxlib's version, the compiler and this CPU's feature flags; a failed build warns once and the XLA loop runs.
+
+Environment:
+    RNN_JAX_NATIVE=0           never use the native kernels.
+    RNN_JAX_KERNEL_THREADS=N   threads per loop (default: the machine's cores, at most 8).
+    RNN_JAX_KERNEL_CACHE=DIR   where compiled kernels are kept.
+
+Example:
+    >>> from rnn_jax import kernels
+    >>> kernels.lstm_available()  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SOURCE = pathlib.Path(__file__).with_name("lstm_cpu.cc")
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared")
+_lock = threading.Lock()
+
+
+def enabled() -> bool:
+    """Whether native kernels may be used at all (`RNN_JAX_NATIVE` is not "0")."""
+    return os.environ.get("RNN_JAX_NATIVE", "1") != "0"
+
+
+def cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("RNN_JAX_KERNEL_CACHE", pathlib.Path.home() / ".cache" / "rnn_jax" / "kernels"))
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return ""
+
+
+def build(compiler: str | None = None, out_dir: pathlib.Path | None = None) -> pathlib.Path:
+    """Compiles `lstm_cpu.cc` (if not already cached) and returns the shared library's path.
+
+    Raises:
+        RuntimeError: no compiler, or the compiler failed (its output is in the message).
+    """
+    compiler = compiler or _compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (set $CXX or install g++); the XLA loop will run instead")
+    include = jax.ffi.include_dir()
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), jax.__version__, jax.lib.__version__, compiler, " ".join(FLAGS),
+                                    _cpu_flags()]).encode()).hexdigest()[:16]
+    out_dir = out_dir or cache_dir()
+    target = out_dir / f"rnn_jax_lstm_cpu_{key}.so"
+    if target.exists():
+        return target
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: build into the temporary directory instead
+        out_dir = pathlib.Path(tempfile.gettempdir()) / "rnn_jax_kernels"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / target.name
+        if target.exists():
+            return target
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        partial = pathlib.Path(scratch) / target.name
+        result = subprocess.run([compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", str(partial)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"compiling {SOURCE.name} with {compiler} failed:\n{result.stderr[-4000:]}")
+        os.replace(partial, target)  # atomic: concurrent builders (test workers) each publish a whole file
+    return target
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> bool:
+    try:
+        library = ctypes.cdll.LoadLibrary(str(build()))
+        for name, symbol in (("rnn_jax_lstm_forward", library.RnnJaxLstmForward),
+                             ("rnn_jax_lstm_backward", library.RnnJaxLstmBackward)):
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
+        return True
+    except Exception as error:  # noqa: BLE001 - any failure means "use the XLA loop", said once
+        warnings.warn(f"rnn_jax native LSTM kernel unavailable, using the XLA loop: {error}", RuntimeWarning,
+                      stacklevel=3)
+        return False
+
+
+def lstm_available(dtype=jnp.float32) -> bool:
+    """Whether `lstm_forward`/`lstm_backward` can run here for arrays of `dtype` (builds the kernel if needed).
+
+    Needs float32, the CPU backend, and a jax whose FFI passes XLA's intra-op thread pool (0.6 or newer).
+    """
+    if (not enabled() or jnp.dtype(dtype) != jnp.float32 or jax.default_backend() != "cpu"
+            or jax.__version_info__ < (0, 6)):
+        return False
+    with _lock:
+        return _load()
+
+
+def _require() -> None:
+    with _lock:
+        if not _load():
+            raise RuntimeError("the native LSTM kernel could not be built or loaded (see the warning above); "
+                               "use rnn_jax.fused_scan(..., native=False) or set RNN_JAX_NATIVE=0")
+
+
+def lstm_forward(projected: jax.Array, W: jax.Array, h0: jax.Array, c0: jax.Array, *, reverse: bool = False):
+    """The LSTM loop given the input products: `(hs, cs, acts)`.
+
+    Args:
+        projected: U x_t + b for every step, (T, B, 4H), gates i, f, o, g.
+        W: recurrent weights, (4H, H).
+        h0, c0: initial carry, (B, H).
+        reverse: run from t = T-1 down to 0 (outputs stay indexed by t).
+
+    Returns:
+        hs, cs (T, B, H) and the activated gates acts (T, B, 4H), float32.
+    """
+    _require()
+    steps, batch, gates = projected.shape
+    hidden = h0.shape[-1]
+    out = (jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32),) * 2 + (
+        jax.ShapeDtypeStruct((steps, batch, gates), jnp.float32),)
+    call = jax.ffi.ffi_call("rnn_jax_lstm_forward", out, vmap_method="sequential")
+    return call(projected, W, h0, c0, reverse=np.int64(reverse))
+
+
+def lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, *, reverse: bool = False):
+    """Backward of `lstm_forward` through the loop: `(d_projected (T, B, 4H), d_h0 (B, H), d_c0 (B, H))`.
+
+    d_projected is also the cotangent of every step's W h_{t-1}; the caller turns it into dW, dU, db and dx.
+    """
+    _require()
+    steps, batch, hidden = cs.shape
+    out = (jax.ShapeDtypeStruct(acts.shape, jnp.float32), jax.ShapeDtypeStruct((batch, hidden), jnp.float32),
+           jax.ShapeDtypeStruct((batch, hidden), jnp.float32))
+    call = jax.ffi.ffi_call("rnn_jax_lstm_backward", out, vmap_method="sequential")
+    return call(W, acts, cs, c0, d_hs, d_h_final, d_c_final, reverse=np.int64(reverse))

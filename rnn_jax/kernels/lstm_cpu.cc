@@ -1,0 +1,508 @@
+// The LSTM's recurrent loop on the CPU, forward and backward, as two XLA FFI handlers.
+//
+// XLA runs a `lax.scan` body as a sequence of small kernels ("thunks"), each with a few microseconds of dispatch
+// overhead and a thread-pool wake-up for the matrix product; at B=16, H=256 that is about half of each step.
+// Here the whole loop is one call: per step one product with the recurrent weight, split over the hidden units
+// between the calling thread and helpers on XLA's own pool (each slice's gate arithmetic needs only its own part
+// of the product), with one synchronisation point per step.
+//
+//   forward  (per step t):  rec = h_{t-1} W^T;  pre = P_t + rec;  i, f, o = σ(pre_{i,f,o});  g = tanh(pre_g)
+//                           c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)          outputs hs, cs, acts = (i, f, o, g)
+//   backward (reverse order): dh = dhs_t + dh_carry;  dc = dc_carry + dh o (1 - tanh²c_t)
+//                           d_pre = (dc g i(1-i), dc c_{t-1} f(1-f), dh tanh(c_t) o(1-o), dc i (1-g²))
+//                           dc_carry = dc f;  dh_carry = d_pre W                     outputs d_pre, dh_0, dc_0
+// The weight gradient and the input products stay in XLA as single large products (see rnn_jax/fused.py).
+//
+// Shapes (float32, row-major): P, acts, d_pre (T, B, 4H); hs, cs, dhs (T, B, H); W (4H, H) with gate blocks in
+// the order i, f, o, g; h0, c0, dh_T, dc_T (B, H). Attribute `reverse` (0/1) runs time backwards, as lax.scan.
+// Built by rnn_jax/kernels/__init__.py with the machine's own instruction set (-march=native).
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <immintrin.h>
+#include <functional>
+#include <memory>
+#include <sched.h>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+typedef int32_t i16v __attribute__((vector_size(64)));
+constexpr int kLanes = 16;
+constexpr int kMaxRows = 24;  // accumulators held in registers by one micro-kernel call
+
+// ------------------------------------------------------------------------------------------ elementwise math
+// NaN-preserving clamps (a comparison with NaN is false, so NaN passes through and propagates).
+inline v16 clamp(v16 x, float lo, float hi) {
+  v16 vlo = x - x + lo, vhi = x - x + hi;
+  x = x < vlo ? vlo : x;
+  return x > vhi ? vhi : x;
+}
+
+// exp(x), |relative error| < 2 ulp on [-87, 87] (Cody-Waite reduction, degree-6 polynomial).
+inline v16 exp_v(v16 x) {
+  x = clamp(x, -87.0f, 87.0f);
+  v16 t = x * 1.44269504088896341f;
+  v16 half = t - t + 0.5f;
+  i16v n = __builtin_convertvector(t + (t < 0 ? -half : half), i16v);  // round half away from zero
+  v16 nf = __builtin_convertvector(n, v16);
+  v16 r = x - nf * 0.693359375f;
+  r = r - nf * -2.12194440e-4f;
+  v16 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  i16v bits = (n + 127) << 23;
+  v16 scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// 1/x: the hardware's 14-bit estimate refined by one Newton step (~1 ulp; a division is several times slower).
+inline v16 reciprocal_v(v16 x) {
+#if defined(__AVX512F__)
+  v16 r = reinterpret_cast<v16>(_mm512_rcp14_ps(reinterpret_cast<__m512>(x)));
+  return r * (2.0f - x * r);
+#else
+  return 1.0f / x;
+#endif
+}
+
+inline v16 sigmoid_v(v16 x) { return reciprocal_v(1.0f + exp_v(-x)); }
+
+// tanh: odd Taylor polynomial for |x| < 0.25 (no cancellation), 1 - 2 / (e^{2x} + 1) elsewhere.
+inline v16 tanh_v(v16 x) {
+  v16 x2 = x * x;
+  v16 small = x * (1.0f + x2 * (-3.33333333e-1f + x2 * (1.33333333e-1f + x2 * (-5.39682540e-2f +
+                   x2 * (2.18694885e-2f + x2 * (-8.86323552e-3f + x2 * 3.59212803e-3f))))));
+  v16 large = 1.0f - 2.0f * reciprocal_v(exp_v(2.0f * x) + 1.0f);
+  v16 ax = x < 0 ? -x : x;
+  return ax < 0.25f ? small : large;
+}
+
+inline v16 load_n(const float* p, int n) {
+  if (n == kLanes) return *reinterpret_cast<const v16u*>(p);
+#if defined(__AVX512F__)
+  return reinterpret_cast<v16>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p));
+#else
+  v16 v = {};
+  std::memcpy(&v, p, sizeof(float) * n);
+  return v;
+#endif
+}
+
+inline void store_n(float* p, v16 v, int n) {
+  if (n == kLanes) {
+    *reinterpret_cast<v16u*>(p) = v;
+  } else {
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), reinterpret_cast<__m512>(v));
+#else
+    std::memcpy(p, &v, sizeof(float) * n);
+#endif
+  }
+}
+
+// Starts loading floats [0, n) of p into cache (for_write: lines about to be overwritten). Issued before a chunk's
+// matrix product, so the step's inputs and outputs arrive from memory while it computes.
+inline void prefetch_span(const float* p, long n, bool for_write) {
+  for (long i = 0; i < n; i += kLanes) {
+    if (for_write) {
+      __builtin_prefetch(p + i, 1, 3);
+    } else {
+      __builtin_prefetch(p + i, 0, 3);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------ matrix product
+// C[r, 0:16] = sum_k A[r, k] * Bp[k, 0:16] for r < ROWS; Bp is a packed 16-column panel (K x 16, aligned).
+template <int ROWS>
+void panel_product(const float* a, long lda, const float* bp, int depth, float* c, long ldc) {
+  v16 acc[ROWS];
+#pragma GCC unroll 32
+  for (int r = 0; r < ROWS; ++r) acc[r] = (v16){};
+  for (int k = 0; k < depth; ++k) {
+    v16 w = *reinterpret_cast<const v16*>(bp + static_cast<long>(k) * kLanes);
+#pragma GCC unroll 32
+    for (int r = 0; r < ROWS; ++r) acc[r] += a[r * lda + k] * w;
+  }
+#pragma GCC unroll 32
+  for (int r = 0; r < ROWS; ++r) *reinterpret_cast<v16u*>(c + r * ldc) = acc[r];
+}
+
+using PanelFn = void (*)(const float*, long, const float*, int, float*, long);
+
+template <int... R>
+constexpr std::array<PanelFn, sizeof...(R)> make_panel_table(std::integer_sequence<int, R...>) {
+  return {&panel_product<R + 1>...};
+}
+const auto kPanelTable = make_panel_table(std::make_integer_sequence<int, kMaxRows>{});
+
+// All rows of A (rows x depth, stride lda) times one packed panel, in blocks of at most kMaxRows rows.
+void rows_times_panel(const float* a, long lda, int rows, const float* bp, int depth, float* c, long ldc) {
+  int blocks = (rows + kMaxRows - 1) / kMaxRows;
+  for (int start = 0, b = 0; b < blocks; ++b) {
+    int size = (rows - start) / (blocks - b);
+    kPanelTable[size - 1](a + start * lda, lda, bp, depth, c + start * ldc, ldc);
+    start += size;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ phased work
+// A loop is a sequence of phases (weight packing, then one per time step); each phase splits into `chunks`
+// independent pieces over the hidden units, and phase p may start once all of phase p-1 is done. The caller and
+// helper tasks on XLA's own intra-op pool each take their "home" chunks first (the same ones every phase, so a
+// thread keeps its slice of the packed weights and the step's inputs in its own cache) and then any chunk still
+// unclaimed. A helper that starts late (the pool busy with another op) or never just takes fewer chunks: the
+// loop never waits on a thread that is not running, and no thread of ours competes with XLA's.
+struct alignas(64) ChunkClaim {
+  std::atomic<long> phase{-1};  // the last phase this chunk was claimed for
+};
+
+struct PhasedWork {
+  long chunks = 1, phases = 0, threads = 1;
+  const std::function<void(long, long)>* work = nullptr;  // (phase, chunk); only touched for a claimed chunk
+  std::unique_ptr<ChunkClaim[]> claims;
+  std::atomic<long> done{0}, next_thread{1};
+};
+
+inline void wait_for(const std::atomic<long>& counter, long target) {
+  for (int spins = 0; counter.load(std::memory_order_acquire) < target; ++spins) {
+    if (spins < 4000) {
+      __builtin_ia32_pause();
+    } else {
+      sched_yield();
+    }
+  }
+}
+
+void participate(PhasedWork& state, long thread) {
+  const long chunks = state.chunks;
+  const long home_begin = chunks * thread / state.threads, home_end = chunks * (thread + 1) / state.threads;
+  for (long phase = state.done.load(std::memory_order_acquire) / chunks; phase < state.phases; ++phase) {
+    wait_for(state.done, phase * chunks);
+    for (long k = 0; k < chunks; ++k) {
+      const long chunk = (home_begin + k) % chunks;  // home chunks first, then the others in order
+      long expected = phase - 1;
+      if (k >= home_end - home_begin && state.claims[chunk].phase.load(std::memory_order_relaxed) != expected) {
+        continue;
+      }
+      if (state.claims[chunk].phase.compare_exchange_strong(expected, phase, std::memory_order_acq_rel)) {
+        (*state.work)(phase, chunk);
+        state.done.fetch_add(1, std::memory_order_release);
+      }
+    }
+    // A late helper skips ahead to the phase the others are in.
+    phase = std::max(phase, state.done.load(std::memory_order_acquire) / chunks - 1);
+  }
+}
+
+void run_phased(ffi::ThreadPool& pool, int helpers, long phases, long chunks,
+                const std::function<void(long, long)>& work) {
+  auto state = std::make_shared<PhasedWork>();  // shared: a helper may start after this call has returned
+  state->chunks = chunks;
+  state->phases = phases;
+  state->threads = helpers + 1;
+  state->work = &work;
+  state->claims.reset(new ChunkClaim[chunks]);
+  for (int h = 0; h < helpers; ++h) {
+    pool.Schedule([state] {
+      const long thread = state->next_thread.fetch_add(1, std::memory_order_relaxed);
+      if (thread < state->threads) participate(*state, thread);
+    });
+  }
+  participate(*state, 0);
+  wait_for(state->done, phases * chunks);
+}
+
+// Helpers worth starting: none when a step is too small to split, else one fewer than the cores XLA uses.
+int helper_count(ffi::ThreadPool& pool, long flops_per_step, long chunks) {
+  if (flops_per_step < 400000 || chunks < 2) return 0;
+  long threads = pool.num_threads();
+  if (const char* env = std::getenv("RNN_JAX_KERNEL_THREADS")) threads = std::atol(env);
+  return static_cast<int>(std::max(0L, std::min(threads, chunks) - 1));
+}
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t floats)
+      : data(static_cast<float*>(std::aligned_alloc(64, ((floats * sizeof(float) + 63) / 64) * 64 + 64))) {}
+  ~AlignedBuffer() { std::free(data); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  float* data;
+};
+
+// Chunk c of `chunks` covers 16-unit panels [begin, end) of `panels`.
+inline void chunk_panels(long chunk, long chunks, long panels, long& begin, long& end) {
+  begin = panels * chunk / chunks;
+  end = panels * (chunk + 1) / chunks;
+}
+
+// Enough chunks to balance a few threads, few enough that claiming tickets stays cheap.
+inline long chunk_count(long panels) { return std::min<long>(panels, 8); }
+
+ffi::Error check_shapes(long steps, long batch, long hidden, long weight_rows, long weight_cols) {
+  if (weight_rows != 4 * hidden || weight_cols != hidden) {
+    return ffi::Error::InvalidArgument("LSTM kernel: expected W of shape (4H, H) with H=" + std::to_string(hidden));
+  }
+  if (steps < 0 || batch < 0) return ffi::Error::InvalidArgument("LSTM kernel: negative size");
+  return ffi::Error::Success();
+}
+
+// ------------------------------------------------------------------------------------------ forward
+ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected,
+                           ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 2> h0,
+                           ffi::Buffer<ffi::F32, 2> c0, ffi::ResultBuffer<ffi::F32, 3> hs,
+                           ffi::ResultBuffer<ffi::F32, 3> cs, ffi::ResultBuffer<ffi::F32, 3> acts,
+                           int64_t reverse) {
+  const long steps = projected.dimensions()[0], batch = projected.dimensions()[1];
+  const long hidden = h0.dimensions()[1];
+  if (projected.dimensions()[2] != 4 * hidden) {
+    return ffi::Error::InvalidArgument("LSTM kernel: projected inputs must be (T, B, 4H)");
+  }
+  if (auto error = check_shapes(steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+      error.failure()) {
+    return error;
+  }
+  if (steps == 0 || batch == 0) return ffi::Error::Success();
+  const float* P = projected.typed_data();
+  const float* W = weight.typed_data();
+  const float* H0 = h0.typed_data();
+  const float* C0 = c0.typed_data();
+  float* H = hs->typed_data();
+  float* C = cs->typed_data();
+  float* A = acts->typed_data();
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  // packed[g][p][k][16] = W[g·H + 16p + c, k] (zero beyond H); rec[b][g·padded + 16p + c] = (h_{t-1} W^T)[b, g·H + 16p + c].
+  // h_{t-1} is multiplied from a copy with a padded row stride, double-buffered so that one phase boundary per
+  // step suffices: rows 4 KiB apart would share L1 sets and halve the product's speed.
+  const long ldh = hidden + kLanes;
+  const long ldr = 4 * padded + kLanes;
+  AlignedBuffer packed(4 * padded * hidden), rec(batch * ldr), h_copy(2 * batch * ldh);
+
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {  // pack this chunk's weight panels; copy its units of h0
+      for (int g = 0; g < 4; ++g) {
+        for (long p = first; p < last; ++p) {
+          float* dst = packed.data + (g * panels + p) * hidden * kLanes;
+          for (long k = 0; k < hidden; ++k) {
+            for (int c = 0; c < kLanes; ++c) {
+              const long unit = p * kLanes + c;
+              dst[k * kLanes + c] = unit < hidden ? W[(g * hidden + unit) * hidden + k] : 0.0f;
+            }
+          }
+        }
+      }
+      for (long b = 0; b < batch; ++b) {
+        std::memcpy(h_copy.data + b * ldh + unit_begin, H0 + b * hidden + unit_begin,
+                    sizeof(float) * (unit_end - unit_begin));
+      }
+      return;
+    }
+    const long s = phase - 1, t = reverse ? steps - 1 - s : s;
+    const float* h_prev = h_copy.data + (s % 2) * batch * ldh;
+    float* h_next = h_copy.data + ((s + 1) % 2) * batch * ldh;
+    const float* c_prev = s == 0 ? C0 : C + (reverse ? t + 1 : t - 1) * batch * hidden;
+    const long units = unit_end - unit_begin;
+    for (long b = 0; b < batch; ++b) {
+      const long row = (t * batch + b) * hidden;
+      for (int g = 0; g < 4; ++g) {
+        prefetch_span(P + 4 * row + g * hidden + unit_begin, units, false);
+        prefetch_span(A + 4 * row + g * hidden + unit_begin, units, true);
+      }
+      prefetch_span(C + row + unit_begin, units, true);
+      prefetch_span(H + row + unit_begin, units, true);
+    }
+    for (int g = 0; g < 4; ++g) {
+      for (long p = first; p < last; ++p) {
+        rows_times_panel(h_prev, ldh, static_cast<int>(batch), packed.data + (g * panels + p) * hidden * kLanes,
+                         static_cast<int>(hidden), rec.data + g * padded + p * kLanes, ldr);
+      }
+    }
+    for (long b = 0; b < batch; ++b) {
+      const float* p_row = P + (t * batch + b) * 4 * hidden;
+      const float* r_row = rec.data + b * ldr;
+      float* a_row = A + (t * batch + b) * 4 * hidden;
+      const long row = (t * batch + b) * hidden;
+      for (long j = unit_begin; j < unit_end; j += kLanes) {
+        const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+        v16 i = sigmoid_v(load_n(p_row + j, n) + load_n(r_row + j, n));
+        v16 f = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(r_row + padded + j, n));
+        v16 o = sigmoid_v(load_n(p_row + 2 * hidden + j, n) + load_n(r_row + 2 * padded + j, n));
+        v16 gg = tanh_v(load_n(p_row + 3 * hidden + j, n) + load_n(r_row + 3 * padded + j, n));
+        v16 c = f * load_n(c_prev + b * hidden + j, n) + i * gg;
+        v16 h = o * tanh_v(c);
+        store_n(C + row + j, c, n);
+        store_n(H + row + j, h, n);
+        store_n(h_next + b * ldh + j, h, n);
+        store_n(a_row + j, i, n);
+        store_n(a_row + hidden + j, f, n);
+        store_n(a_row + 2 * hidden + j, o, n);
+        store_n(a_row + 3 * hidden + j, gg, n);
+      }
+    }
+  };
+  run_phased(pool, helper_count(pool, 8 * batch * hidden * hidden, chunks), steps + 1, chunks, work);
+  return ffi::Error::Success();
+}
+
+// ------------------------------------------------------------------------------------------ backward
+ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 3> acts,
+                            ffi::Buffer<ffi::F32, 3> cs, ffi::Buffer<ffi::F32, 2> c0,
+                            ffi::Buffer<ffi::F32, 3> d_hs, ffi::Buffer<ffi::F32, 2> d_h_final,
+                            ffi::Buffer<ffi::F32, 2> d_c_final, ffi::ResultBuffer<ffi::F32, 3> d_pre,
+                            ffi::ResultBuffer<ffi::F32, 2> d_h0, ffi::ResultBuffer<ffi::F32, 2> d_c0,
+                            int64_t reverse) {
+  const long steps = cs.dimensions()[0], batch = cs.dimensions()[1], hidden = cs.dimensions()[2];
+  if (auto error = check_shapes(steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+      error.failure()) {
+    return error;
+  }
+  const float* W = weight.typed_data();
+  const float* A = acts.typed_data();
+  const float* C = cs.typed_data();
+  const float* C0 = c0.typed_data();
+  const float* DH = d_hs.typed_data();
+  const float* DH_final = d_h_final.typed_data();
+  const float* DC_final = d_c_final.typed_data();
+  float* D = d_pre->typed_data();
+  float* dh_out = d_h0->typed_data();
+  float* dc_out = d_c0->typed_data();  // doubles as the running dc carry
+  if (batch == 0) return ffi::Error::Success();
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  const long gates = 4 * hidden, ldd = gates + kLanes;
+  // packed[p][n][16] = W[n, 16p + c] (zero beyond H); dh_carry (B, padded) = d_pre_{t} W, for step t-1.
+  // d_pre_t is multiplied from a padded, double-buffered copy (see the forward's h_copy).
+  const long ldc = padded + kLanes;
+  AlignedBuffer packed(padded * gates), dh_carry(batch * ldc), d_copy(2 * batch * ldd);
+
+  // Phase 0 packs and loads the final cotangents; phase s+1 first finishes step s-1 (dh_carry = d_pre W for
+  // this chunk's units, which needs every unit's d_pre of that step) and then runs step s's gate derivatives for
+  // the same units, which need only this chunk's dh_carry and dc; phase T+1 finishes the last step.
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {
+      for (long p = first; p < last; ++p) {
+        float* dst = packed.data + p * gates * kLanes;
+        for (long n = 0; n < gates; ++n) {
+          for (int c = 0; c < kLanes; ++c) {
+            const long unit = p * kLanes + c;
+            dst[n * kLanes + c] = unit < hidden ? W[n * hidden + unit] : 0.0f;
+          }
+        }
+      }
+      for (long b = 0; b < batch; ++b) {
+        for (long j = unit_begin; j < unit_end; ++j) {
+          dh_carry.data[b * ldc + j] = DH_final[b * hidden + j];
+          dc_out[b * hidden + j] = DC_final[b * hidden + j];
+        }
+      }
+      return;
+    }
+    const long s = phase - 1, t = reverse ? s : steps - 1 - s;
+    if (s < steps) {
+      const long units = unit_end - unit_begin;
+      for (long b = 0; b < batch; ++b) {
+        const long row = (t * batch + b) * hidden;
+        for (int g = 0; g < 4; ++g) {
+          prefetch_span(A + 4 * row + g * hidden + unit_begin, units, false);
+          prefetch_span(D + 4 * row + g * hidden + unit_begin, units, true);
+        }
+        prefetch_span(C + row + unit_begin, units, false);
+        prefetch_span(DH + row + unit_begin, units, false);
+      }
+    }
+    if (s > 0) {
+      for (long p = first; p < last; ++p) {
+        rows_times_panel(d_copy.data + ((s - 1) % 2) * batch * ldd, ldd, static_cast<int>(batch),
+                         packed.data + p * gates * kLanes, static_cast<int>(gates), dh_carry.data + p * kLanes,
+                         ldc);
+      }
+    }
+    if (s == steps) {
+      for (long b = 0; b < batch; ++b) {
+        std::memcpy(dh_out + b * hidden + unit_begin, dh_carry.data + b * ldc + unit_begin,
+                    sizeof(float) * (unit_end - unit_begin));
+      }
+      return;
+    }
+    const bool first_step = reverse ? t == steps - 1 : t == 0;
+    const float* c_prev = first_step ? C0 : C + (reverse ? t + 1 : t - 1) * batch * hidden;
+    for (long b = 0; b < batch; ++b) {
+      const float* a_row = A + (t * batch + b) * gates;
+      float* d_row = D + (t * batch + b) * gates;
+      float* d_copy_row = d_copy.data + ((s % 2) * batch + b) * ldd;
+      const long row = (t * batch + b) * hidden;
+      for (long j = unit_begin; j < unit_end; j += kLanes) {
+        const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+        v16 i = load_n(a_row + j, n), f = load_n(a_row + hidden + j, n);
+        v16 o = load_n(a_row + 2 * hidden + j, n), gg = load_n(a_row + 3 * hidden + j, n);
+        v16 tanh_c = tanh_v(load_n(C + row + j, n));
+        v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
+        v16 dc = load_n(dc_out + b * hidden + j, n) + dh * o * (1.0f - tanh_c * tanh_c);
+        const v16 d_gates[4] = {dc * gg * i * (1.0f - i), dc * load_n(c_prev + b * hidden + j, n) * f * (1.0f - f),
+                                dh * tanh_c * o * (1.0f - o), dc * i * (1.0f - gg * gg)};
+        for (int g = 0; g < 4; ++g) {
+          store_n(d_row + g * hidden + j, d_gates[g], n);
+          store_n(d_copy_row + g * hidden + j, d_gates[g], n);
+        }
+        store_n(dc_out + b * hidden + j, dc * f, n);
+      }
+    }
+  };
+  run_phased(pool, helper_count(pool, 8 * batch * hidden * hidden, chunks), steps + 2, chunks, work);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// Aliases: a comma inside a template argument would split the macro's arguments.
+using Array2 = ffi::Buffer<ffi::F32, 2>;
+using Array3 = ffi::Buffer<ffi::F32, 3>;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmForward, LstmForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array2>()
+                                  .Arg<Array2>()
+                                  .Ret<Array3>()
+                                  .Ret<Array3>()
+                                  .Ret<Array3>()
+                                  .Attr<int64_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmBackward, LstmBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array2>()
+                                  .Arg<Array3>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array2>()
+                                  .Ret<Array3>()
+                                  .Ret<Array2>()
+                                  .Ret<Array2>()
+                                  .Attr<int64_t>("reverse"));

@@ -1,0 +1,145 @@
+"""The native LSTM loop kernel (`rnn_jax.kernels`) against a `lax.scan` oracle, and its use by `fused_scan`."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import fused_scan, kernels, lstm
+from rnn_jax.cells.lstm import LSTMState, _forward
+
+needs_kernel = pytest.mark.skipif(not kernels.lstm_available(), reason="native kernel unavailable here (no C++ compiler, RNN_JAX_NATIVE=0, or not the CPU backend)")
+
+
+def scan_oracle(projected, W, h0, c0, d_hs, d_h_final, d_c_final, reverse):
+    """hs, cs, acts and the cotangents of (projected, h0, c0), by autodiff of a plain lax.scan of the notes' LSTM."""
+    batch, hidden = h0.shape
+
+    def run(projected, h0, c0):
+        def body(carry, p):
+            new, h, (i, f, o, g, _) = _forward(None, carry, p.reshape(batch, 4, hidden),
+                                               (carry.h @ W.T).reshape(batch, 4, hidden))
+            return new, (h, new.c, jnp.concatenate([i, f, o, g], -1))
+
+        final, outputs = jax.lax.scan(body, LSTMState(h0, c0), projected, reverse=reverse)
+        return final, outputs
+
+    (final, outputs), vjp = jax.vjp(run, projected, h0, c0)
+    zeros = jnp.zeros_like(outputs[1])
+    grads = vjp((LSTMState(d_h_final, d_c_final), (d_hs, zeros, jnp.zeros_like(outputs[2]))))
+    return outputs, grads
+
+
+def random_case(steps, batch, hidden, seed=0):
+    keys = jax.random.split(jax.random.key(seed), 7)
+    normal = lambda k, shape, scale=1.0: scale * jax.random.normal(k, shape, jnp.float32)
+    return (normal(keys[0], (steps, batch, 4 * hidden)), normal(keys[1], (4 * hidden, hidden), hidden ** -0.5),
+            normal(keys[2], (batch, hidden)), normal(keys[3], (batch, hidden)), normal(keys[4], (steps, batch, hidden)),
+            normal(keys[5], (batch, hidden)), normal(keys[6], (batch, hidden)))
+
+
+@needs_kernel
+@pytest.mark.parametrize("steps, batch, hidden", [
+    (1, 1, 1),      # the smallest case: one unit in a 16-wide panel
+    (7, 5, 37),     # H not a multiple of 16: padded panels and a partial last vector
+    (5, 25, 20),    # B > 24: the product splits the rows into blocks
+    (9, 16, 64),    # enough work per step for helper threads
+])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_forward_and_backward_equal_autodiff_of_a_scan(steps, batch, hidden, reverse):
+    projected, W, h0, c0, d_hs, d_h_final, d_c_final = random_case(steps, batch, hidden)
+    hs, cs, acts = kernels.lstm_forward(projected, W, h0, c0, reverse=reverse)
+    (want_hs, want_cs, want_acts), (want_dp, want_dh0, want_dc0) = scan_oracle(
+        projected, W, h0, c0, d_hs, d_h_final, d_c_final, reverse)
+    for got, want in ((hs, want_hs), (cs, want_cs), (acts, want_acts)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+    d_pre, d_h0, d_c0 = kernels.lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, reverse=reverse)
+    for got, want in ((d_pre, want_dp), (d_h0, want_dh0), (d_c0, want_dc0)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+
+
+@needs_kernel
+def test_saturated_and_non_finite_gates():
+    """Pre-activations of ±100 saturate exactly as the reference does; a NaN input stays NaN (the train step's
+    non-finite guard relies on it)."""
+    projected, W, h0, c0, *_ = random_case(3, 2, 16)
+    projected = projected.at[0, 0, :16].set(100.0).at[0, 0, 16:32].set(-100.0).at[1, 1, 5].set(jnp.nan)
+    hs, cs, acts = kernels.lstm_forward(projected, W, h0, c0)
+    (want_hs, want_cs, _), _ = scan_oracle(projected, W, h0, c0, *(jnp.zeros_like(a) for a in (cs, h0, c0)), False)
+    np.testing.assert_allclose(hs[0], want_hs[0], rtol=1e-5, atol=1e-6)
+    assert bool(jnp.isnan(hs[1, 1]).any()) and bool(jnp.isnan(hs[2]).any())
+    assert not bool(jnp.isnan(hs[0]).any())
+
+
+def fused_loss(native, reverse=False, time_major=False, batch_shape=(3,), use_bias=True):
+    def loss(params, carry, xs, weights):
+        final, hs = fused_scan(lstm, params, carry, xs, reverse=reverse, time_major=time_major, native=native)
+        return jnp.sum(hs * weights) + jnp.sum(final.h * 0.3) + jnp.sum(final.c * 0.7)
+    return loss
+
+
+@needs_kernel
+@pytest.mark.parametrize("reverse, time_major, batch_shape, use_bias", [
+    (False, False, (3,), True), (True, False, (3,), False), (False, True, (2, 3), True), (True, True, (), True)])
+def test_fused_scan_native_equals_its_xla_loop(reverse, time_major, batch_shape, use_bias):
+    steps, E, H = 6, 5, 19
+    params = lstm.init(jax.random.key(0), E, H, use_bias=use_bias)
+    carry = jax.tree.map(lambda a: a + 0.1, lstm.initial_state(H, batch_shape))
+    xs_shape = (steps,) + batch_shape + (E,) if time_major else batch_shape + (steps, E)
+    xs = jax.random.normal(jax.random.key(1), xs_shape)
+    weights = jax.random.normal(jax.random.key(2), xs_shape[:-1] + (H,))
+    args = (params, carry, xs, weights)
+    native, xla = (fused_loss(flag, reverse, time_major, batch_shape, use_bias) for flag in (True, False))
+    assert "rnn_jax_lstm_forward" in str(jax.make_jaxpr(jax.grad(native, (0, 1, 2)))(*args))
+    assert "rnn_jax_lstm" not in str(jax.make_jaxpr(jax.grad(xla, (0, 1, 2)))(*args))
+    np.testing.assert_allclose(jax.jit(native)(*args), xla(*args), rtol=1e-5)
+    got, want = (jax.jit(jax.grad(f, (0, 1, 2)))(*args) for f in (native, xla))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), got, want)
+
+
+@needs_kernel
+def test_vmap_over_the_native_path():
+    params = lstm.init(jax.random.key(0), 4, 8)
+    xs = jax.random.normal(jax.random.key(1), (3, 2, 5, 4))  # vmapped axis of 3 over batch 2
+    run = lambda native: jax.vmap(lambda x: fused_scan(lstm, params, lstm.initial_state(8, (2,)), x,
+                                                       native=native)[1])(xs)
+    np.testing.assert_allclose(run(True), run(False), rtol=1e-5, atol=1e-6)
+
+
+def test_other_dtypes_and_the_switch_use_the_xla_loop(monkeypatch, x64):
+    params64 = jax.tree.map(lambda a: a.astype(jnp.float64), lstm.init(jax.random.key(0), 4, 8))
+    params16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params64)
+    for params in (params64, params16):
+        carry = jax.tree.map(lambda a: a.astype(params.W.dtype), lstm.initial_state(8, (2,)))
+        jaxpr = jax.make_jaxpr(lambda p, c: fused_scan(lstm, p, c, jnp.ones((2, 3, 4), p.W.dtype)))(params, carry)
+        assert "rnn_jax_lstm" not in str(jaxpr)
+    monkeypatch.setenv("RNN_JAX_NATIVE", "0")
+    assert not kernels.lstm_available()
+    params = lstm.init(jax.random.key(0), 4, 8)
+    jaxpr = jax.make_jaxpr(lambda p: fused_scan(lstm, p, lstm.initial_state(8, (2,)), jnp.ones((2, 3, 4))))(params)
+    assert "rnn_jax_lstm" not in str(jaxpr)
+
+
+def test_a_failing_compiler_is_reported(tmp_path):
+    false = shutil.which("false")
+    if false is None:
+        pytest.skip("no `false` command to stand in for a broken compiler")
+    with pytest.raises(RuntimeError, match="compiling lstm_cpu.cc"):
+        kernels.build(compiler=false, out_dir=tmp_path)
+    assert not list(tmp_path.glob("*.so"))  # nothing half-written is left to be loaded later
+
+
+@needs_kernel
+def test_build_is_cached_by_content(tmp_path):
+    first = kernels.build(out_dir=tmp_path)
+    modified = first.stat().st_mtime_ns
+    assert kernels.build(out_dir=tmp_path) == first and first.stat().st_mtime_ns == modified
+
+
+@needs_kernel
+def test_kernel_rejects_mismatched_weights():
+    projected, W, h0, c0, *_ = random_case(2, 2, 8)
+    with pytest.raises(Exception, match="expected W of shape"):
+        jax.block_until_ready(kernels.lstm_forward(projected, W[:, :4], h0, c0))
