@@ -93,7 +93,7 @@ def versions() -> dict:
     from rnn_jax import kernels
 
     found = {"python": sys.version.split()[0], "jax": jax.__version__,
-             "rnn_jax_native_lstm_kernel": kernels.lstm_available()}
+             "rnn_jax_native_kernels": kernels.available()}
     for name in ("flax", "torch", "optax"):
         try:
             found[name] = __import__(name).__version__

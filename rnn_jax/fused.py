@@ -15,7 +15,7 @@ also fetches step t+1's inputs into the carry while step t computes ("prefetch")
 scalar code when a loop's per-step slice is fused into the gate arithmetic (measured: 52 -> 14 us per step of
 an LSTM's gates at B=16, H=256).
 
-For a float32 LSTM on the CPU the two loops themselves run natively (`rnn_jax.kernels`, through `jax.ffi`): one
+For a float32 LSTM or reset-after GRU on the CPU the two loops themselves run natively (`rnn_jax.kernels`, through `jax.ffi`): one
 call per loop instead of XLA's chain of small per-step kernels, same results (tested); `native=False` keeps
 XLA's loop.
 
@@ -65,22 +65,30 @@ def _add(a, b):
     return b if a is None else a + b
 
 
-def _native_lstm_loop(reverse):
-    """The `(run, backward)` loop pair for `_fused_sequence` with `rnn_jax.kernels`' LSTM kernel (float32, CPU)."""
+def _previous_states(hs, first, reverse):
+    """h_{t-1} of every step (T, B, H), given the loop's outputs and its initial state (B, H), for dW."""
+    return jnp.concatenate([hs[1:], first[None]]) if reverse else jnp.concatenate([first[None], hs[:-1]])
 
-    def loop(W, carry, projected):
+
+def _native_loop(name, reverse):
+    """The `(loop, loop_backward)` pair for `_fused_sequence` with `rnn_jax.kernels`' CPU kernel for cell `name`.
+
+    `loop(W, elementwise, carry, projected) -> (final carry, hs, residuals)` and
+    `loop_backward(W, elementwise, residuals, d_final, d_hs) -> (d_carry, d_elementwise, d_projected, d_rec, h_prev)`,
+    batch dimensions flattened to one for the kernel and restored after.
+    """
+
+    def lstm_loop(W, _, carry, projected):
         steps, batch_shape, hidden = projected.shape[0], carry.h.shape[:-1], W.shape[-1]
         flat = lambda a: a.reshape((-1, hidden))
         hs, cs, acts = kernels.lstm_forward(projected.reshape(steps, -1, 4 * hidden), W, flat(carry.h), flat(carry.c),
                                             reverse=reverse)
         last = 0 if reverse else steps - 1
         final = carry._replace(h=hs[last].reshape(carry.h.shape), c=cs[last].reshape(carry.c.shape))
-        # h_{t-1} of every step, for dW after the backward loop
-        first_h = flat(carry.h)[None]
-        h_prev = jnp.concatenate([hs[1:], first_h]) if reverse else jnp.concatenate([first_h, hs[:-1]])
-        return final, hs.reshape((steps,) + batch_shape + (hidden,)), (acts, cs, flat(carry.c), h_prev)
+        residuals = (acts, cs, flat(carry.c), _previous_states(hs, flat(carry.h), reverse))
+        return final, hs.reshape((steps,) + batch_shape + (hidden,)), residuals
 
-    def loop_backward(W, residuals, d_final, d_hs):
+    def lstm_loop_backward(W, _, residuals, d_final, d_hs):
         acts, cs, c0, h_prev = residuals
         hidden = W.shape[-1]
         flat = lambda a: a.reshape((-1, hidden))
@@ -90,7 +98,25 @@ def _native_lstm_loop(reverse):
         d_pre = d_pre.reshape(-1, W.shape[0])
         return d_carry, None, d_pre, d_pre, h_prev.reshape(-1, hidden)
 
-    return loop, loop_backward
+    def gru_loop(W, b_rg, carry, projected):
+        steps, batch_shape, hidden = projected.shape[0], carry.h.shape[:-1], W.shape[-1]
+        h0 = carry.h.reshape((-1, hidden))
+        b_rg = jnp.zeros((hidden,), W.dtype) if b_rg is None else b_rg
+        hs, acts = kernels.gru_forward(projected.reshape(steps, -1, 3 * hidden), W, b_rg, h0, reverse=reverse)
+        final = carry._replace(h=hs[0 if reverse else steps - 1].reshape(carry.h.shape))
+        return final, hs.reshape((steps,) + batch_shape + (hidden,)), (acts, hs, h0)
+
+    def gru_loop_backward(W, b_rg, residuals, d_final, d_hs):
+        acts, hs, h0 = residuals
+        hidden = W.shape[-1]
+        d_projected, d_rec, d_h0 = kernels.gru_backward(W, acts, hs, h0, d_hs.reshape(hs.shape),
+                                                        d_final.h.reshape((-1, hidden)), reverse=reverse)
+        d_rec = d_rec.reshape(-1, W.shape[0])
+        d_b_rg = None if b_rg is None else d_rec[:, 2 * hidden:].sum(0)
+        return (d_final._replace(h=d_h0.reshape(d_final.h.shape)), d_b_rg, d_projected.reshape(-1, W.shape[0]),
+                d_rec, _previous_states(hs, h0, reverse).reshape(-1, hidden))
+
+    return {"lstm": (lstm_loop, lstm_loop_backward), "gru": (gru_loop, gru_loop_backward)}[name]
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,7 +128,7 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
     """
 
     if native:
-        native_loop, native_loop_backward = _native_lstm_loop(reverse)
+        native_loop, native_loop_backward = _native_loop(spec.native, reverse)
 
     def run(U, b, W, elementwise, carry, xs):
         num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
@@ -112,7 +138,7 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
         projected = projected.reshape((num_steps,) + batch_shape + gate_shape)
 
         if native:
-            final, hs, residuals = native_loop(W, carry, projected)
+            final, hs, residuals = native_loop(W, elementwise, carry, projected)
             return (final, hs), (U, W, elementwise, None, residuals, flat_xs)
 
         # h (B, H_in) x (H_in, K) runs faster in the loop than h x W^T (measured 1.1-1.9x per step); the barrier
@@ -131,7 +157,8 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
         U, W, elementwise, carries, residuals, flat_xs = saved
         d_final, d_hs = cotangents
         if native:
-            d_carry, d_elementwise, d_projected, d_rec, h_prev = native_loop_backward(W, residuals, d_final, d_hs)
+            d_carry, d_elementwise, d_projected, d_rec, h_prev = native_loop_backward(
+                W, elementwise, residuals, d_final, d_hs)
         else:
             d_carry, d_elementwise, d_projected, d_rec, h_prev = xla_loop_backward(
                 W, elementwise, carries, residuals, d_final, d_hs)
@@ -182,7 +209,8 @@ def fused_scan(cell, params, carry, xs: jax.Array, *, unroll: int | bool = 1, re
         params, carry, xs, unroll, reverse, time_major: as in `rnn_jax.scan`; xs (*batch, T, E) or (T, *batch, E).
         seq_lengths, mask, resets, reset_carry, remat: as in `rnn_jax.scan`; any of them selects `hoisted_scan`.
         native: run the loop with the cell's native CPU kernel where there is one (`spec.native`, `rnn_jax.kernels`:
-            the LSTM, float32, CPU backend); False always runs the XLA loop. Both give the same results.
+            the LSTM and the reset-after GRU, float32, CPU backend); False always runs the XLA loop. Both give the
+            same results.
 
     Returns:
         (final carry, hs (*batch, T, H) or (T, *batch, H)), equal to `hoisted_scan(cell, ...)`.
@@ -200,7 +228,7 @@ def fused_scan(cell, params, carry, xs: jax.Array, *, unroll: int | bool = 1, re
     xs_tm = runners._to_time_major(xs, time_major)
     # The cell's own checks of params, carry and inputs, at trace time, on the first step's shapes.
     jax.eval_shape(cell.step, params, carry, xs_tm[0])
-    use_native = (native and spec.native == "lstm" and kernels.lstm_available(params.W.dtype)
+    use_native = (native and spec.native is not None and kernels.available(params.W.dtype)
                   and all(leaf.dtype == params.W.dtype for leaf in jax.tree.leaves(carry)))
     sequence = _fused_sequence(spec, unroll, reverse, params.b is not None, use_native)
     U = params.U.reshape(-1, params.U.shape[-1])  # gates stacked: (G, H, E) -> (G·H, E), a free reshape

@@ -1,4 +1,4 @@
-"""The native LSTM loop kernel (`rnn_jax.kernels`) against a `lax.scan` oracle, and its use by `fused_scan`."""
+"""The native loop kernels (`rnn_jax.kernels`) against a `lax.scan` oracle, and their use by `fused_scan`."""
 
 import shutil
 
@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import fused_scan, kernels, lstm
+from rnn_jax import fused_scan, gru, kernels, lstm
+from rnn_jax.cells.gru import HiddenState, _reset_after_forward
 from rnn_jax.cells.lstm import LSTMState, _forward
 
-needs_kernel = pytest.mark.skipif(not kernels.lstm_available(), reason="native kernel unavailable here (no C++ compiler, RNN_JAX_NATIVE=0, or not the CPU backend)")
+needs_kernel = pytest.mark.skipif(not kernels.available(), reason="native kernel unavailable here (no C++ compiler, RNN_JAX_NATIVE=0, or not the CPU backend)")
 
 
 def scan_oracle(projected, W, h0, c0, d_hs, d_h_final, d_c_final, reverse):
@@ -60,6 +61,44 @@ def test_forward_and_backward_equal_autodiff_of_a_scan(steps, batch, hidden, rev
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))))
 
 
+def gru_scan_oracle(projected, W, b_rg, h0, d_hs, d_h_final, reverse):
+    """hs, acts and the cotangents of (projected, W h, b_rg, h0) by autodiff of a lax.scan of the reset-after GRU."""
+    batch, hidden = h0.shape
+
+    def run(projected, b_rg, h0, rec_offset):
+        def body(carry, inputs):
+            p, offset = inputs
+            rec = (carry.h @ W.T + offset).reshape(batch, 3, hidden)
+            new, h, (r, u, g, rho) = _reset_after_forward(b_rg, carry, p.reshape(batch, 3, hidden), rec)
+            return new, (h, jnp.concatenate([r, u, g, rho], -1))
+
+        return jax.lax.scan(body, HiddenState(h0), (projected, rec_offset), reverse=reverse)
+
+    (final, outputs), vjp = jax.vjp(run, projected, b_rg, h0, jnp.zeros_like(projected))
+    grads = vjp((HiddenState(d_h_final), (d_hs, jnp.zeros_like(outputs[1]))))
+    return outputs, grads
+
+
+@needs_kernel
+@pytest.mark.parametrize("steps, batch, hidden", [(1, 1, 1), (7, 5, 37), (5, 25, 20), (9, 16, 64)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gru_forward_and_backward_equal_autodiff_of_a_scan(steps, batch, hidden, reverse):
+    keys = jax.random.split(jax.random.key(1), 6)
+    projected = jax.random.normal(keys[0], (steps, batch, 3 * hidden))
+    W = jax.random.normal(keys[1], (3 * hidden, hidden)) * hidden ** -0.5
+    b_rg, h0 = jax.random.normal(keys[2], (hidden,)), jax.random.normal(keys[3], (batch, hidden))
+    d_hs, d_h_final = jax.random.normal(keys[4], (steps, batch, hidden)), jax.random.normal(keys[5], (batch, hidden))
+    hs, acts = kernels.gru_forward(projected, W, b_rg, h0, reverse=reverse)
+    (want_hs, want_acts), (want_dp, want_db_rg, want_dh0, want_drec) = gru_scan_oracle(
+        projected, W, b_rg, h0, d_hs, d_h_final, reverse)
+    np.testing.assert_allclose(hs, want_hs, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(acts, want_acts, rtol=1e-5, atol=2e-6)
+    d_projected, d_rec, d_h0 = kernels.gru_backward(W, acts, hs, h0, d_hs, d_h_final, reverse=reverse)
+    for got, want in ((d_projected, want_dp), (d_rec, want_drec), (d_h0, want_dh0),
+                      (d_rec[..., 2 * hidden:].sum((0, 1)), want_db_rg)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+
+
 @needs_kernel
 def test_saturated_and_non_finite_gates():
     """Pre-activations of ±100 saturate exactly as the reference does; a NaN input stays NaN (the train step's
@@ -73,27 +112,29 @@ def test_saturated_and_non_finite_gates():
     assert not bool(jnp.isnan(hs[0]).any())
 
 
-def fused_loss(native, reverse=False, time_major=False, batch_shape=(3,), use_bias=True):
+def fused_loss(cell, native, reverse=False, time_major=False):
     def loss(params, carry, xs, weights):
-        final, hs = fused_scan(lstm, params, carry, xs, reverse=reverse, time_major=time_major, native=native)
-        return jnp.sum(hs * weights) + jnp.sum(final.h * 0.3) + jnp.sum(final.c * 0.7)
+        final, hs = fused_scan(cell, params, carry, xs, reverse=reverse, time_major=time_major, native=native)
+        return jnp.sum(hs * weights) + sum(jnp.sum(state * (0.3 + k)) for k, state in enumerate(final))
     return loss
 
 
 @needs_kernel
+@pytest.mark.parametrize("cell, kernel", [(lstm, "rnn_jax_lstm"), (gru, "rnn_jax_gru")], ids=["lstm", "gru"])
 @pytest.mark.parametrize("reverse, time_major, batch_shape, use_bias", [
     (False, False, (3,), True), (True, False, (3,), False), (False, True, (2, 3), True), (True, True, (), True)])
-def test_fused_scan_native_equals_its_xla_loop(reverse, time_major, batch_shape, use_bias):
+def test_fused_scan_native_equals_its_xla_loop(cell, kernel, reverse, time_major, batch_shape, use_bias):
     steps, E, H = 6, 5, 19
-    params = lstm.init(jax.random.key(0), E, H, use_bias=use_bias)
-    carry = jax.tree.map(lambda a: a + 0.1, lstm.initial_state(H, batch_shape))
+    options = {"reset_after": True} if cell is gru else {}
+    params = cell.init(jax.random.key(0), E, H, use_bias=use_bias, **options)
+    carry = jax.tree.map(lambda a: a + 0.1, cell.initial_state(H, batch_shape))
     xs_shape = (steps,) + batch_shape + (E,) if time_major else batch_shape + (steps, E)
     xs = jax.random.normal(jax.random.key(1), xs_shape)
     weights = jax.random.normal(jax.random.key(2), xs_shape[:-1] + (H,))
     args = (params, carry, xs, weights)
-    native, xla = (fused_loss(flag, reverse, time_major, batch_shape, use_bias) for flag in (True, False))
-    assert "rnn_jax_lstm_forward" in str(jax.make_jaxpr(jax.grad(native, (0, 1, 2)))(*args))
-    assert "rnn_jax_lstm" not in str(jax.make_jaxpr(jax.grad(xla, (0, 1, 2)))(*args))
+    native, xla = (fused_loss(cell, flag, reverse, time_major) for flag in (True, False))
+    assert kernel + "_backward" in str(jax.make_jaxpr(jax.grad(native, (0, 1, 2)))(*args))
+    assert "rnn_jax_" not in str(jax.make_jaxpr(jax.grad(xla, (0, 1, 2)))(*args))
     np.testing.assert_allclose(jax.jit(native)(*args), xla(*args), rtol=1e-5)
     got, want = (jax.jit(jax.grad(f, (0, 1, 2)))(*args) for f in (native, xla))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), got, want)
@@ -116,7 +157,7 @@ def test_other_dtypes_and_the_switch_use_the_xla_loop(monkeypatch, x64):
         jaxpr = jax.make_jaxpr(lambda p, c: fused_scan(lstm, p, c, jnp.ones((2, 3, 4), p.W.dtype)))(params, carry)
         assert "rnn_jax_lstm" not in str(jaxpr)
     monkeypatch.setenv("RNN_JAX_NATIVE", "0")
-    assert not kernels.lstm_available()
+    assert not kernels.available()
     params = lstm.init(jax.random.key(0), 4, 8)
     jaxpr = jax.make_jaxpr(lambda p: fused_scan(lstm, p, lstm.initial_state(8, (2,)), jnp.ones((2, 3, 4))))(params)
     assert "rnn_jax_lstm" not in str(jaxpr)
@@ -126,7 +167,7 @@ def test_a_failing_compiler_is_reported(tmp_path):
     false = shutil.which("false")
     if false is None:
         pytest.skip("no `false` command to stand in for a broken compiler")
-    with pytest.raises(RuntimeError, match="compiling lstm_cpu.cc"):
+    with pytest.raises(RuntimeError, match="compiling rnn_cpu.cc"):
         kernels.build(compiler=false, out_dir=tmp_path)
     assert not list(tmp_path.glob("*.so"))  # nothing half-written is left to be loaded later
 

@@ -141,7 +141,7 @@ class FusedSpec(NamedTuple):
             d_rec)`; d_carry_prev's h may be None (h_prev reaches the step only through rec). Returning the same
             array for d_projected and d_rec tells the runner they are equal (stored once).
         native: the name of a native loop kernel in `rnn_jax.kernels` computing the same forward and backward
-            ("lstm"), or None. It restates `forward`/`backward` in C++; tests hold the two equal.
+            ("lstm", "gru"), or None. It restates `forward`/`backward` in C++; tests hold the two equal.
     """
 
     supports: Any

@@ -171,7 +171,7 @@ def _cell_update(params, carry: HiddenState, projected: jax.Array) -> tuple[Hidd
 fused = _common.FusedSpec(supports=lambda params: isinstance(params, GRUResetAfterParams),
                           num_gates=NUM_GATES, elementwise_params=lambda params: params.b_rg,
                           forward=_reset_after_forward,
-                          backward=_reset_after_backward)
+                          backward=_reset_after_backward, native="gru")
 
 
 project_inputs, step_projected, step = _common.cell_functions(

@@ -1,10 +1,11 @@
 """Native CPU kernels for the recurrent loop, called through `jax.ffi`, compiled for this machine on first use.
 
-`rnn_jax.fused_scan` runs an LSTM's loop (forward and backward) with these kernels when it can: float32, the
-CPU backend, and a C++ compiler on the machine. Everywhere else it runs its XLA loop, which gives the same
-results (tested to float32 rounding). XLA executes a loop body as a chain of small kernels, each with a few
-microseconds of dispatch and a thread-pool wake-up for the product; the native loop is one call, its threads
-spin on one barrier per step, and the gate math is vectorised (see `lstm_cpu.cc`).
+`rnn_jax.fused_scan` runs the loops (forward and backward) of an LSTM and of a reset-after GRU with these
+kernels when it can: float32, the CPU backend, and a C++ compiler on the machine. Everywhere else it runs its
+XLA loop, which gives the same results (tested to float32 rounding). XLA executes a loop body as a chain of
+small kernels, each with a few microseconds of dispatch and a thread-pool wake-up for the product; a native loop
+is one call, split over the hidden units between threads that meet once per step, with vectorised gate math
+(see `rnn_cpu.cc`).
 
 The library is compiled with the system's `c++` (or `$CXX`) and `-march=native` against the XLA FFI headers
 that ship with jaxlib, into `$RNN_JAX_KERNEL_CACHE` (default `~/.cache/rnn_jax/kernels`), keyed by the source,
@@ -17,7 +18,7 @@ Environment:
 
 Example:
     >>> from rnn_jax import kernels
-    >>> kernels.lstm_available()  # doctest: +SKIP
+    >>> kernels.available()  # doctest: +SKIP
     True
 """
 
@@ -38,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOURCE = pathlib.Path(__file__).with_name("lstm_cpu.cc")
+SOURCE = pathlib.Path(__file__).with_name("rnn_cpu.cc")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared")
 _lock = threading.Lock()
 
@@ -67,7 +68,7 @@ def _cpu_flags() -> str:
 
 
 def build(compiler: str | None = None, out_dir: pathlib.Path | None = None) -> pathlib.Path:
-    """Compiles `lstm_cpu.cc` (if not already cached) and returns the shared library's path.
+    """Compiles `rnn_cpu.cc` (if not already cached) and returns the shared library's path.
 
     Raises:
         RuntimeError: no compiler, or the compiler failed (its output is in the message).
@@ -79,7 +80,7 @@ def build(compiler: str | None = None, out_dir: pathlib.Path | None = None) -> p
     key = hashlib.sha256("\n".join([SOURCE.read_text(), jax.__version__, jax.lib.__version__, compiler, " ".join(FLAGS),
                                     _cpu_flags()]).encode()).hexdigest()[:16]
     out_dir = out_dir or cache_dir()
-    target = out_dir / f"rnn_jax_lstm_cpu_{key}.so"
+    target = out_dir / f"rnn_jax_rnn_cpu_{key}.so"
     if target.exists():
         return target
     try:
@@ -105,17 +106,19 @@ def _load() -> bool:
     try:
         library = ctypes.cdll.LoadLibrary(str(build()))
         for name, symbol in (("rnn_jax_lstm_forward", library.RnnJaxLstmForward),
-                             ("rnn_jax_lstm_backward", library.RnnJaxLstmBackward)):
+                             ("rnn_jax_lstm_backward", library.RnnJaxLstmBackward),
+                             ("rnn_jax_gru_forward", library.RnnJaxGruForward),
+                             ("rnn_jax_gru_backward", library.RnnJaxGruBackward)):
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
         return True
     except Exception as error:  # noqa: BLE001 - any failure means "use the XLA loop", said once
-        warnings.warn(f"rnn_jax native LSTM kernel unavailable, using the XLA loop: {error}", RuntimeWarning,
+        warnings.warn(f"rnn_jax native loop kernels unavailable, using the XLA loop: {error}", RuntimeWarning,
                       stacklevel=3)
         return False
 
 
-def lstm_available(dtype=jnp.float32) -> bool:
-    """Whether `lstm_forward`/`lstm_backward` can run here for arrays of `dtype` (builds the kernel if needed).
+def available(dtype=jnp.float32) -> bool:
+    """Whether the kernels (`lstm_forward`, `gru_forward`, ...) can run here for `dtype` (builds them if needed).
 
     Needs float32, the CPU backend, and a jax whose FFI passes XLA's intra-op thread pool (0.6 or newer).
     """
@@ -129,7 +132,7 @@ def lstm_available(dtype=jnp.float32) -> bool:
 def _require() -> None:
     with _lock:
         if not _load():
-            raise RuntimeError("the native LSTM kernel could not be built or loaded (see the warning above); "
+            raise RuntimeError("the native loop kernels could not be built or loaded (see the warning above); "
                                "use rnn_jax.fused_scan(..., native=False) or set RNN_JAX_NATIVE=0")
 
 
@@ -165,3 +168,39 @@ def lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, *, reverse: bool 
            jax.ShapeDtypeStruct((batch, hidden), jnp.float32))
     call = jax.ffi.ffi_call("rnn_jax_lstm_backward", out, vmap_method="sequential")
     return call(W, acts, cs, c0, d_hs, d_h_final, d_c_final, reverse=np.int64(reverse))
+
+
+def gru_forward(projected: jax.Array, W: jax.Array, b_rg: jax.Array, h0: jax.Array, *, reverse: bool = False):
+    """The reset-after GRU loop given the input products: `(hs, acts)`.
+
+    Args:
+        projected: U x_t + b for every step, (T, B, 3H), gates r, u, g.
+        W: recurrent weights, (3H, H).
+        b_rg: the candidate's recurrent bias, (H,) (zeros for none).
+        h0: initial state, (B, H).
+        reverse: run from t = T-1 down to 0 (outputs stay indexed by t).
+
+    Returns:
+        hs (T, B, H) and acts (T, B, 4H): r, u, g and ρ = (W_g h_{t-1} + b_rg), float32.
+    """
+    _require()
+    steps, batch, _ = projected.shape
+    hidden = h0.shape[-1]
+    out = (jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32),
+           jax.ShapeDtypeStruct((steps, batch, 4 * hidden), jnp.float32))
+    call = jax.ffi.ffi_call("rnn_jax_gru_forward", out, vmap_method="sequential")
+    return call(projected, W, b_rg, h0, reverse=np.int64(reverse))
+
+
+def gru_backward(W, acts, hs, h0, d_hs, d_h_final, *, reverse: bool = False):
+    """Backward of `gru_forward` through the loop: `(d_projected, d_rec (T, B, 3H), d_h0 (B, H))`.
+
+    d_rec, the cotangent of every step's W h_{t-1} (+ b_rg in the candidate slot), differs from d_projected only
+    there (by the factor r); the caller turns them into dW, dU, db, db_rg and dx.
+    """
+    _require()
+    steps, batch, hidden = hs.shape
+    out = (jax.ShapeDtypeStruct((steps, batch, 3 * hidden), jnp.float32),) * 2 + (
+        jax.ShapeDtypeStruct((batch, hidden), jnp.float32),)
+    call = jax.ffi.ffi_call("rnn_jax_gru_backward", out, vmap_method="sequential")
+    return call(W, acts, hs, h0, d_hs, d_h_final, reverse=np.int64(reverse))

@@ -1,4 +1,4 @@
-// The LSTM's recurrent loop on the CPU, forward and backward, as two XLA FFI handlers.
+// The LSTM's and the reset-after GRU's recurrent loops on the CPU, forward and backward, as XLA FFI handlers.
 //
 // XLA runs a `lax.scan` body as a sequence of small kernels ("thunks"), each with a few microseconds of dispatch
 // overhead and a thread-pool wake-up for the matrix product; at B=16, H=256 that is about half of each step.
@@ -269,12 +269,44 @@ inline void chunk_panels(long chunk, long chunks, long panels, long& begin, long
 // Enough chunks to balance a few threads, few enough that claiming tickets stays cheap.
 inline long chunk_count(long panels) { return std::min<long>(panels, 8); }
 
-ffi::Error check_shapes(long steps, long batch, long hidden, long weight_rows, long weight_cols) {
-  if (weight_rows != 4 * hidden || weight_cols != hidden) {
-    return ffi::Error::InvalidArgument("LSTM kernel: expected W of shape (4H, H) with H=" + std::to_string(hidden));
+ffi::Error check_shapes(const char* cell, int gates, long steps, long batch, long hidden, long weight_rows,
+                        long weight_cols) {
+  if (weight_rows != gates * hidden || weight_cols != hidden) {
+    return ffi::Error::InvalidArgument(std::string(cell) + " kernel: expected W of shape (" + std::to_string(gates) +
+                                       "H, H) with H=" + std::to_string(hidden) + ", got (" +
+                                       std::to_string(weight_rows) + ", " + std::to_string(weight_cols) + ")");
   }
-  if (steps < 0 || batch < 0) return ffi::Error::InvalidArgument("LSTM kernel: negative size");
+  if (steps < 0 || batch < 0) return ffi::Error::InvalidArgument(std::string(cell) + " kernel: negative size");
   return ffi::Error::Success();
+}
+
+// packed[g][p][k][16] = W[g·H + 16p + c, k] (zero beyond H) for panels [first, last) of each gate: the product
+// h W^T, one 16-unit panel of one gate at a time.
+void pack_gate_panels(const float* W, int gates, long hidden, long panels, long first, long last, float* packed) {
+  for (int g = 0; g < gates; ++g) {
+    for (long p = first; p < last; ++p) {
+      float* dst = packed + (g * panels + p) * hidden * kLanes;
+      for (long k = 0; k < hidden; ++k) {
+        for (int c = 0; c < kLanes; ++c) {
+          const long unit = p * kLanes + c;
+          dst[k * kLanes + c] = unit < hidden ? W[(g * hidden + unit) * hidden + k] : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// packed[p][n][16] = W[n, 16p + c] (zero beyond H) for panels [first, last): the product d W over all n < rows.
+void pack_column_panels(const float* W, long rows, long hidden, long first, long last, float* packed) {
+  for (long p = first; p < last; ++p) {
+    float* dst = packed + p * rows * kLanes;
+    for (long n = 0; n < rows; ++n) {
+      for (int c = 0; c < kLanes; ++c) {
+        const long unit = p * kLanes + c;
+        dst[n * kLanes + c] = unit < hidden ? W[n * hidden + unit] : 0.0f;
+      }
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------ forward
@@ -288,7 +320,7 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
   if (projected.dimensions()[2] != 4 * hidden) {
     return ffi::Error::InvalidArgument("LSTM kernel: projected inputs must be (T, B, 4H)");
   }
-  if (auto error = check_shapes(steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+  if (auto error = check_shapes("LSTM", 4, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
       error.failure()) {
     return error;
   }
@@ -313,17 +345,7 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
     chunk_panels(chunk, chunks, panels, first, last);
     const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
     if (phase == 0) {  // pack this chunk's weight panels; copy its units of h0
-      for (int g = 0; g < 4; ++g) {
-        for (long p = first; p < last; ++p) {
-          float* dst = packed.data + (g * panels + p) * hidden * kLanes;
-          for (long k = 0; k < hidden; ++k) {
-            for (int c = 0; c < kLanes; ++c) {
-              const long unit = p * kLanes + c;
-              dst[k * kLanes + c] = unit < hidden ? W[(g * hidden + unit) * hidden + k] : 0.0f;
-            }
-          }
-        }
-      }
+      pack_gate_panels(W, 4, hidden, panels, first, last, packed.data);
       for (long b = 0; b < batch; ++b) {
         std::memcpy(h_copy.data + b * ldh + unit_begin, H0 + b * hidden + unit_begin,
                     sizeof(float) * (unit_end - unit_begin));
@@ -385,7 +407,7 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
                             ffi::ResultBuffer<ffi::F32, 2> d_h0, ffi::ResultBuffer<ffi::F32, 2> d_c0,
                             int64_t reverse) {
   const long steps = cs.dimensions()[0], batch = cs.dimensions()[1], hidden = cs.dimensions()[2];
-  if (auto error = check_shapes(steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+  if (auto error = check_shapes("LSTM", 4, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
       error.failure()) {
     return error;
   }
@@ -415,15 +437,7 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
     chunk_panels(chunk, chunks, panels, first, last);
     const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
     if (phase == 0) {
-      for (long p = first; p < last; ++p) {
-        float* dst = packed.data + p * gates * kLanes;
-        for (long n = 0; n < gates; ++n) {
-          for (int c = 0; c < kLanes; ++c) {
-            const long unit = p * kLanes + c;
-            dst[n * kLanes + c] = unit < hidden ? W[n * hidden + unit] : 0.0f;
-          }
-        }
-      }
+      pack_column_panels(W, gates, hidden, first, last, packed.data);
       for (long b = 0; b < batch; ++b) {
         for (long j = unit_begin; j < unit_end; ++j) {
           dh_carry.data[b * ldc + j] = DH_final[b * hidden + j];
@@ -487,10 +501,184 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
   return ffi::Error::Success();
 }
 
+
+// ------------------------------------------------------------------------------------------ GRU (reset-after)
+//   forward:  rec = h_{t-1} W^T;  r, u = σ(P_{r,u} + rec_{r,u});  ρ = rec_g + b_rg;  g = tanh(P_g + r ρ)
+//             h_t = u g + (1 - u) h_{t-1}                                          outputs hs, acts = (r, u, g, ρ)
+//   backward: dh = dhs_t + dh_carry;  d_pre_g = dh u (1-g²);  d_pre_r = d_pre_g ρ r(1-r);  d_pre_u = dh (g - h_{t-1}) u(1-u)
+//             d_projected = (d_pre_r, d_pre_u, d_pre_g);  d_rec = (d_pre_r, d_pre_u, r d_pre_g)
+//             dh_carry = dh (1 - u) + d_rec W                                    outputs d_projected, d_rec, dh_0
+ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected, ffi::Buffer<ffi::F32, 2> weight,
+                          ffi::Buffer<ffi::F32, 1> recurrent_bias, ffi::Buffer<ffi::F32, 2> h0,
+                          ffi::ResultBuffer<ffi::F32, 3> hs, ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse) {
+  const long steps = projected.dimensions()[0], batch = projected.dimensions()[1];
+  const long hidden = h0.dimensions()[1];
+  if (projected.dimensions()[2] != 3 * hidden || recurrent_bias.dimensions()[0] != hidden) {
+    return ffi::Error::InvalidArgument("GRU kernel: projected inputs must be (T, B, 3H) and b_rg (H,)");
+  }
+  if (auto error = check_shapes("GRU", 3, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+      error.failure()) {
+    return error;
+  }
+  if (steps == 0 || batch == 0) return ffi::Error::Success();
+  const float* P = projected.typed_data();
+  const float* W = weight.typed_data();
+  const float* BRG = recurrent_bias.typed_data();
+  const float* H0 = h0.typed_data();
+  float* H = hs->typed_data();
+  float* A = acts->typed_data();
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  const long ldh = hidden + kLanes, ldr = 3 * padded + kLanes;  // padded strides, as in the LSTM
+  AlignedBuffer packed(3 * padded * hidden), rec(batch * ldr), h_copy(2 * batch * ldh);
+
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {
+      pack_gate_panels(W, 3, hidden, panels, first, last, packed.data);
+      for (long b = 0; b < batch; ++b) {
+        std::memcpy(h_copy.data + b * ldh + unit_begin, H0 + b * hidden + unit_begin,
+                    sizeof(float) * (unit_end - unit_begin));
+      }
+      return;
+    }
+    const long s = phase - 1, t = reverse ? steps - 1 - s : s;
+    const float* h_prev = h_copy.data + (s % 2) * batch * ldh;
+    float* h_next = h_copy.data + ((s + 1) % 2) * batch * ldh;
+    const long units = unit_end - unit_begin;
+    for (long b = 0; b < batch; ++b) {
+      const long row = (t * batch + b) * hidden;
+      for (int g = 0; g < 3; ++g) prefetch_span(P + 3 * row + g * hidden + unit_begin, units, false);
+      for (int g = 0; g < 4; ++g) prefetch_span(A + 4 * row + g * hidden + unit_begin, units, true);
+      prefetch_span(H + row + unit_begin, units, true);
+    }
+    for (int g = 0; g < 3; ++g) {
+      for (long p = first; p < last; ++p) {
+        rows_times_panel(h_prev, ldh, static_cast<int>(batch), packed.data + (g * panels + p) * hidden * kLanes,
+                         static_cast<int>(hidden), rec.data + g * padded + p * kLanes, ldr);
+      }
+    }
+    for (long b = 0; b < batch; ++b) {
+      const float* p_row = P + (t * batch + b) * 3 * hidden;
+      const float* r_row = rec.data + b * ldr;
+      float* a_row = A + (t * batch + b) * 4 * hidden;
+      const long row = (t * batch + b) * hidden;
+      for (long j = unit_begin; j < unit_end; j += kLanes) {
+        const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+        v16 r = sigmoid_v(load_n(p_row + j, n) + load_n(r_row + j, n));
+        v16 u = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(r_row + padded + j, n));
+        v16 rho = load_n(r_row + 2 * padded + j, n) + load_n(BRG + j, n);
+        v16 g = tanh_v(load_n(p_row + 2 * hidden + j, n) + r * rho);
+        v16 previous = load_n(h_prev + b * ldh + j, n);
+        v16 h = u * g + (1.0f - u) * previous;
+        store_n(H + row + j, h, n);
+        store_n(h_next + b * ldh + j, h, n);
+        store_n(a_row + j, r, n);
+        store_n(a_row + hidden + j, u, n);
+        store_n(a_row + 2 * hidden + j, g, n);
+        store_n(a_row + 3 * hidden + j, rho, n);
+      }
+    }
+  };
+  run_phased(pool, helper_count(pool, 6 * batch * hidden * hidden, chunks), steps + 1, chunks, work);
+  return ffi::Error::Success();
+}
+
+ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 3> acts,
+                           ffi::Buffer<ffi::F32, 3> hs, ffi::Buffer<ffi::F32, 2> h0, ffi::Buffer<ffi::F32, 3> d_hs,
+                           ffi::Buffer<ffi::F32, 2> d_h_final, ffi::ResultBuffer<ffi::F32, 3> d_projected,
+                           ffi::ResultBuffer<ffi::F32, 3> d_rec, ffi::ResultBuffer<ffi::F32, 2> d_h0,
+                           int64_t reverse) {
+  const long steps = hs.dimensions()[0], batch = hs.dimensions()[1], hidden = hs.dimensions()[2];
+  if (auto error = check_shapes("GRU", 3, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+      error.failure()) {
+    return error;
+  }
+  const float* W = weight.typed_data();
+  const float* A = acts.typed_data();
+  const float* H = hs.typed_data();
+  const float* H0 = h0.typed_data();
+  const float* DH = d_hs.typed_data();
+  const float* DH_final = d_h_final.typed_data();
+  float* DP = d_projected->typed_data();
+  float* DR = d_rec->typed_data();
+  float* dh_out = d_h0->typed_data();
+  if (batch == 0) return ffi::Error::Success();
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  const long gates = 3 * hidden, ldd = gates + kLanes, ldc = padded + kLanes;
+  // dh_carry = dh (1 - u) (stored as `direct` by a step) + d_rec W (added by the next phase's product).
+  AlignedBuffer packed(padded * gates), dh_carry(batch * ldc), direct(batch * ldc), d_copy(2 * batch * ldd);
+
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {
+      pack_column_panels(W, gates, hidden, first, last, packed.data);
+      for (long b = 0; b < batch; ++b) {
+        std::memcpy(dh_carry.data + b * ldc + unit_begin, DH_final + b * hidden + unit_begin,
+                    sizeof(float) * (unit_end - unit_begin));
+      }
+      return;
+    }
+    const long s = phase - 1, t = reverse ? s : steps - 1 - s;
+    if (s > 0) {
+      for (long p = first; p < last; ++p) {
+        rows_times_panel(d_copy.data + ((s - 1) % 2) * batch * ldd, ldd, static_cast<int>(batch),
+                         packed.data + p * gates * kLanes, static_cast<int>(gates), dh_carry.data + p * kLanes,
+                         ldc);
+      }
+      for (long b = 0; b < batch; ++b) {
+        for (long j = unit_begin; j < unit_end; ++j) dh_carry.data[b * ldc + j] += direct.data[b * ldc + j];
+      }
+    }
+    if (s == steps) {
+      for (long b = 0; b < batch; ++b) {
+        std::memcpy(dh_out + b * hidden + unit_begin, dh_carry.data + b * ldc + unit_begin,
+                    sizeof(float) * (unit_end - unit_begin));
+      }
+      return;
+    }
+    const bool first_step = reverse ? t == steps - 1 : t == 0;
+    const float* h_prev = first_step ? H0 : H + (reverse ? t + 1 : t - 1) * batch * hidden;
+    for (long b = 0; b < batch; ++b) {
+      const float* a_row = A + (t * batch + b) * 4 * hidden;
+      float* dp_row = DP + (t * batch + b) * gates;
+      float* dr_row = DR + (t * batch + b) * gates;
+      float* d_copy_row = d_copy.data + ((s % 2) * batch + b) * ldd;
+      const long row = (t * batch + b) * hidden;
+      for (long j = unit_begin; j < unit_end; j += kLanes) {
+        const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+        v16 r = load_n(a_row + j, n), u = load_n(a_row + hidden + j, n);
+        v16 g = load_n(a_row + 2 * hidden + j, n), rho = load_n(a_row + 3 * hidden + j, n);
+        v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
+        v16 d_pre_g = dh * u * (1.0f - g * g);
+        v16 d_pre_r = d_pre_g * rho * r * (1.0f - r);
+        v16 d_pre_u = dh * (g - load_n(h_prev + b * hidden + j, n)) * u * (1.0f - u);
+        v16 d_rec_g = d_pre_g * r;
+        store_n(dp_row + j, d_pre_r, n);
+        store_n(dp_row + hidden + j, d_pre_u, n);
+        store_n(dp_row + 2 * hidden + j, d_pre_g, n);
+        store_n(dr_row + j, d_pre_r, n);
+        store_n(dr_row + hidden + j, d_pre_u, n);
+        store_n(dr_row + 2 * hidden + j, d_rec_g, n);
+        store_n(d_copy_row + j, d_pre_r, n);
+        store_n(d_copy_row + hidden + j, d_pre_u, n);
+        store_n(d_copy_row + 2 * hidden + j, d_rec_g, n);
+        store_n(direct.data + b * ldc + j, dh * (1.0f - u), n);
+      }
+    }
+  };
+  run_phased(pool, helper_count(pool, 6 * batch * hidden * hidden, chunks), steps + 2, chunks, work);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Aliases: a comma inside a template argument would split the macro's arguments.
 using Array2 = ffi::Buffer<ffi::F32, 2>;
+using Array1 = ffi::Buffer<ffi::F32, 1>;
 using Array3 = ffi::Buffer<ffi::F32, 3>;
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmForward, LstmForwardImpl,
@@ -517,5 +705,30 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmBackward, LstmBackwardImpl,
                                   .Arg<Array2>()
                                   .Ret<Array3>()
                                   .Ret<Array2>()
+                                  .Ret<Array2>()
+                                  .Attr<int64_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruForward, GruForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array1>()
+                                  .Arg<Array2>()
+                                  .Ret<Array3>()
+                                  .Ret<Array3>()
+                                  .Attr<int64_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruBackward, GruBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array2>()
+                                  .Arg<Array3>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Ret<Array3>()
+                                  .Ret<Array3>()
                                   .Ret<Array2>()
                                   .Attr<int64_t>("reverse"));
