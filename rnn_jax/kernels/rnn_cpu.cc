@@ -6,6 +6,7 @@
 // between the calling thread and helpers on XLA's own pool (each slice's gate arithmetic needs only its own part
 // of the product), with one synchronisation point per step.
 //
+// LSTM (the GRU's equations and shapes are at its section below):
 //   forward  (per step t):  rec = h_{t-1} W^T;  pre = P_t + rec;  i, f, o = σ(pre_{i,f,o});  g = tanh(pre_g)
 //                           c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)          outputs hs, cs, acts = (i, f, o, g)
 //   backward (reverse order): dh = dhs_t + dh_carry;  dc = dc_carry + dh o (1 - tanh²c_t)
