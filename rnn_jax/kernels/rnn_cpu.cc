@@ -30,7 +30,6 @@
 #include <sched.h>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -267,6 +266,13 @@ inline void chunk_panels(long chunk, long chunks, long panels, long& begin, long
   end = panels * (chunk + 1) / chunks;
 }
 
+// Units [begin, end) of each of `batch` rows, from src (row stride ld_src) to dst (row stride ld_dst).
+inline void copy_units(float* dst, long ld_dst, const float* src, long ld_src, long batch, long begin, long end) {
+  for (long b = 0; b < batch; ++b) {
+    std::memcpy(dst + b * ld_dst + begin, src + b * ld_src + begin, sizeof(float) * (end - begin));
+  }
+}
+
 // Enough chunks to balance a few threads, few enough that claiming tickets stays cheap.
 inline long chunk_count(long panels) { return std::min<long>(panels, 8); }
 
@@ -347,10 +353,7 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
     const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
     if (phase == 0) {  // pack this chunk's weight panels; copy its units of h0
       pack_gate_panels(W, 4, hidden, panels, first, last, packed.data);
-      for (long b = 0; b < batch; ++b) {
-        std::memcpy(h_copy.data + b * ldh + unit_begin, H0 + b * hidden + unit_begin,
-                    sizeof(float) * (unit_end - unit_begin));
-      }
+      copy_units(h_copy.data, ldh, H0, hidden, batch, unit_begin, unit_end);
       return;
     }
     const long s = phase - 1, t = reverse ? steps - 1 - s : s;
@@ -439,12 +442,8 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
     const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
     if (phase == 0) {
       pack_column_panels(W, gates, hidden, first, last, packed.data);
-      for (long b = 0; b < batch; ++b) {
-        for (long j = unit_begin; j < unit_end; ++j) {
-          dh_carry.data[b * ldc + j] = DH_final[b * hidden + j];
-          dc_out[b * hidden + j] = DC_final[b * hidden + j];
-        }
-      }
+      copy_units(dh_carry.data, ldc, DH_final, hidden, batch, unit_begin, unit_end);
+      copy_units(dc_out, hidden, DC_final, hidden, batch, unit_begin, unit_end);
       return;
     }
     const long s = phase - 1, t = reverse ? s : steps - 1 - s;
@@ -468,10 +467,7 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
       }
     }
     if (s == steps) {
-      for (long b = 0; b < batch; ++b) {
-        std::memcpy(dh_out + b * hidden + unit_begin, dh_carry.data + b * ldc + unit_begin,
-                    sizeof(float) * (unit_end - unit_begin));
-      }
+      copy_units(dh_out, hidden, dh_carry.data, ldc, batch, unit_begin, unit_end);
       return;
     }
     const bool first_step = reverse ? t == steps - 1 : t == 0;
@@ -538,10 +534,7 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> project
     const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
     if (phase == 0) {
       pack_gate_panels(W, 3, hidden, panels, first, last, packed.data);
-      for (long b = 0; b < batch; ++b) {
-        std::memcpy(h_copy.data + b * ldh + unit_begin, H0 + b * hidden + unit_begin,
-                    sizeof(float) * (unit_end - unit_begin));
-      }
+      copy_units(h_copy.data, ldh, H0, hidden, batch, unit_begin, unit_end);
       return;
     }
     const long s = phase - 1, t = reverse ? steps - 1 - s : s;
@@ -617,10 +610,7 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight
     const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
     if (phase == 0) {
       pack_column_panels(W, gates, hidden, first, last, packed.data);
-      for (long b = 0; b < batch; ++b) {
-        std::memcpy(dh_carry.data + b * ldc + unit_begin, DH_final + b * hidden + unit_begin,
-                    sizeof(float) * (unit_end - unit_begin));
-      }
+      copy_units(dh_carry.data, ldc, DH_final, hidden, batch, unit_begin, unit_end);
       return;
     }
     const long s = phase - 1, t = reverse ? s : steps - 1 - s;
@@ -635,10 +625,7 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight
       }
     }
     if (s == steps) {
-      for (long b = 0; b < batch; ++b) {
-        std::memcpy(dh_out + b * hidden + unit_begin, dh_carry.data + b * ldc + unit_begin,
-                    sizeof(float) * (unit_end - unit_begin));
-      }
+      copy_units(dh_out, hidden, dh_carry.data, ldc, batch, unit_begin, unit_end);
       return;
     }
     const bool first_step = reverse ? t == steps - 1 : t == 0;
