@@ -119,9 +119,10 @@ def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str):
                                    gru_reset_after=True))
     params = model.init(jax.random.PRNGKey(0))
     inputs, targets = (jnp.asarray(a) for a in tokens(w))
+    native = variant != "fused_xla"  # fused_xla: the default step with every native kernel off
     if train:
         optimizer = make_optimizer(OptimConfig(name="sgd", learning_rate=0.1, clip_norm=None), 1, 1)
-        step = jax.jit(make_train_step(model, optimizer, "token_mean"), donate_argnums=(0, 1))
+        step = jax.jit(make_train_step(model, optimizer, "token_mean", native=native), donate_argnums=(0, 1))
         state = [TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.PRNGKey(1)),
                  model.initial_state(w.batch)]
         memory = step.lower(state[0], state[1], inputs, targets).compile().memory_analysis()
@@ -130,7 +131,7 @@ def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str):
             state[0], state[1], metrics = step(state[0], state[1], inputs, targets)
             return metrics["loss"]
     else:
-        step = jax.jit(make_eval_step(model))
+        step = jax.jit(make_eval_step(model, native=native))
         carry = model.initial_state(w.batch)
         memory = step.lower(params, carry, inputs, targets).compile().memory_analysis()
         run = lambda: step(params, carry, inputs, targets)[1]

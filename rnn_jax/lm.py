@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple, Optional
 
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax import _checks
+from rnn_jax import _checks, kernels
 from rnn_jax.cells import get_cell, output_size
 from rnn_jax.stack import Stacked, run_layers
 
@@ -178,16 +179,31 @@ class LanguageModel:
         Returns:
             (logits (B, T, vocab) in the parameters' dtype, final per-layer carries).
         """
+        hs, carry = self.hidden_states(params, carry, tokens, key=key, train=train)
+        return output_logits(params, hs), carry
+
+    def hidden_states(self, params: LMParams, carry: tuple, tokens: jax.Array, *, key: jax.Array | None = None,
+                      train: bool = False) -> tuple[jax.Array, tuple]:
+        """The output layer's inputs (after dropout): `apply` without its last product, for `output_nll`.
+
+        Returns:
+            (features (B, T, H), or (B, T, P) for lstmp, final per-layer carries).
+        """
         check_tokens(tokens, self.config.vocab_size)
         if not isinstance(params, LMParams):
-            raise TypeError(f"LanguageModel.apply expects LMParams; got {type(params).__name__}")
+            raise TypeError(f"LanguageModel expects LMParams; got {type(params).__name__}")
         # mode="fill" makes an out-of-range id under jit a NaN (caught by the trainer), never a silent clamp.
         xs = jnp.take(params.embedding, tokens, axis=0, mode="fill", fill_value=jnp.nan)
-        return self.apply_embeddings(params, carry, xs, key=key, train=train)
+        return self._features(params, carry, xs, key, train)
 
     def apply_embeddings(self, params: LMParams, carry: tuple, xs: jax.Array, *, key: jax.Array | None = None,
                          train: bool = False) -> tuple[jax.Array, tuple]:
         """`apply` from embedded inputs xs (B, T, E) instead of token ids (for probes such as causality)."""
+        hs, carry = self._features(params, carry, xs, key, train)
+        return output_logits(params, hs), carry
+
+    def _features(self, params: LMParams, carry: tuple, xs: jax.Array, key: jax.Array | None,
+                  train: bool) -> tuple[jax.Array, tuple]:
         cfg = self.config
         dropout_on = train and cfg.dropout > 0.0
         if dropout_on and key is None:
@@ -197,7 +213,7 @@ class LanguageModel:
         runner = cfg.runner if (cfg.runner != "hoisted" or hasattr(self.layer_cell, "project_inputs")) else "scan"
         carry, hs = run_layers(self.layer_cell, params.rnn, carry, drop(xs), runner=runner, unroll=cfg.unroll,
                                between_layers=lambda _, h: drop(h))
-        return output_logits(params, drop(hs)), carry
+        return drop(hs), carry
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float, same_mask_over_time: bool = False) -> jax.Array:
@@ -217,6 +233,68 @@ def output_logits(params: LMParams, hs: jax.Array) -> jax.Array:
     V = params.embedding if params.output.V is None else params.output.V
     logits = hs @ V.T
     return logits if params.output.c is None else logits + params.output.c
+
+
+def output_nll(params: LMParams, hs: jax.Array, targets: jax.Array, *, native: bool = True) -> jax.Array:
+    """Per-token cross-entropy of the output layer: -log softmax(V h + c)[target], without returning logits.
+
+    Equals `optax.softmax_cross_entropy_with_integer_labels(output_logits(params, hs), targets)` (tested to
+    float32 rounding, values and gradients). For float32 on the CPU it computes the product h V^T in XLA and the
+    bias, log-normaliser and loss (and in the backward pass the logits' and bias's gradients) in one native pass
+    per row (`rnn_jax.kernels.softmax_xent_forward`); XLA's own form makes about eight passes over the
+    (tokens x vocab) logits, ~14 ms of a 74 ms output layer at `long`'s (8192 x 1000).
+
+    Args:
+        params: `LMParams` (its embedding is V when the weights are tied).
+        hs: (..., H) output-layer inputs, e.g. (B, T, H) from `LanguageModel.hidden_states`.
+        targets: (...) int next-token ids in [0, vocab); an id outside gives a NaN loss.
+        native: use the native kernel where it can run; False always takes XLA's form.
+
+    Returns:
+        (...) float32 negative log-likelihoods in nats.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rnn_jax.lm import LMConfig, LanguageModel, output_nll
+        >>> model = LanguageModel(LMConfig(vocab_size=100, embed_size=10, hidden_size=20))
+        >>> params = model.init(jax.random.key(0))
+        >>> hs, _ = model.hidden_states(params, model.initial_state(4), jnp.zeros((4, 7), jnp.int32))
+        >>> output_nll(params, hs, jnp.ones((4, 7), jnp.int32)).shape
+        (4, 7)
+    """
+    V = params.embedding if params.output.V is None else params.output.V
+    c = params.output.c
+    if hs.shape[-1] != V.shape[-1] or targets.shape != hs.shape[:-1]:
+        raise _checks.ShapeError(f"output_nll: hs (..., H) must match V {tuple(V.shape)} in H and targets in (...); "
+                                 f"got hs {tuple(hs.shape)}, targets {tuple(targets.shape)}")
+    dtypes = {hs.dtype, V.dtype} | ({c.dtype} if c is not None else set())
+    if not (native and dtypes == {jnp.dtype(jnp.float32)} and kernels.available(jnp.float32)):
+        return optax.softmax_cross_entropy_with_integer_labels(output_logits(params, hs).astype(jnp.float32), targets)
+    rows = hs.reshape(-1, hs.shape[-1])
+    bias = jnp.zeros(V.shape[:1], jnp.float32) if c is None else c
+    nll = _native_nll(rows, V, bias, targets.reshape(-1).astype(jnp.int32), c is not None)
+    return nll.reshape(targets.shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _native_nll(rows, V, bias, targets, has_bias):
+    return kernels.softmax_xent_forward(rows @ V.T, bias, targets)[1]
+
+
+def _native_nll_forward(rows, V, bias, targets, has_bias):
+    products = rows @ V.T
+    lse, nll = kernels.softmax_xent_forward(products, bias, targets)
+    return nll, (rows, V, bias, targets, products, lse)
+
+
+def _native_nll_backward(has_bias, residuals, d_nll):
+    rows, V, bias, targets, products, lse = residuals
+    d_logits, d_bias = kernels.softmax_xent_backward(products, bias, targets, lse, d_nll)
+    d_bias = d_bias if has_bias else jnp.zeros_like(bias)
+    return d_logits @ V, d_logits.T @ rows, d_bias, np.zeros(targets.shape, jax.dtypes.float0)
+
+
+_native_nll.defvjp(_native_nll_forward, _native_nll_backward)
 
 
 def check_tokens(tokens: Any, vocab_size: int) -> None:
@@ -244,7 +322,11 @@ def sequence_loss(logits: jax.Array, targets: jax.Array, reduction: str = "token
     Returns:
         Scalar loss (float32).
     """
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    return reduce_nll(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets), reduction)
+
+
+def reduce_nll(nll: jax.Array, reduction: str = "token_mean") -> jax.Array:
+    """Reduces per-token NLL (B, T) to the scalar loss of `sequence_loss` (same `reduction` names)."""
     if reduction == "token_mean":
         return nll.mean()
     if reduction == "sum_time_mean_batch":

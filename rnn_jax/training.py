@@ -38,7 +38,7 @@ import optax
 
 from rnn_jax import data as data_lib
 from rnn_jax import parallel
-from rnn_jax.lm import LanguageModel, LMConfig, LMParams, REDUCTIONS, sequence_loss
+from rnn_jax.lm import LanguageModel, LMConfig, LMParams, REDUCTIONS, output_nll, reduce_nll
 
 # ------------------------------------------------------------------------------------------------- configs
 
@@ -217,19 +217,21 @@ def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(tree)))
 
 
-def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformation, reduction: str) -> Callable:
+def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformation, reduction: str, *,
+                    native: bool = True) -> Callable:
     """The (unjitted) train step `(state, carry, inputs, targets) -> (state, carry, metrics)`.
 
     The incoming carry is a constant (no gradient across windows). A step whose loss or gradients are not
     finite (tested through the gradient norm, which also flags a norm beyond float32's range) is not applied:
     parameters, optimiser state and carry stay as they were, `metrics["finite"]` is False. metrics: loss (as
-    reduced), nll (token mean, nats), grad_norm, finite. The model's runner (default "fused") runs the layers.
+    reduced), nll (token mean, nats), grad_norm, finite. The model's runner (default "fused") runs the layers;
+    the loss is `rnn_jax.lm.output_nll`, whose native kernel `native=False` turns off.
     """
 
     def loss_fn(params, carry, inputs, targets, key):
-        logits, new_carry = model.apply(params, carry, inputs, key=key, train=True)
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-        return sequence_loss(logits, targets, reduction), (new_carry, nll.mean())
+        hs, new_carry = model.hidden_states(params, carry, inputs, key=key, train=True)
+        nll = output_nll(params, hs, targets, native=native)
+        return reduce_nll(nll, reduction), (new_carry, nll.mean())
 
     def train_step(state: TrainState, carry, inputs, targets):
         key, dropout_key = jax.random.split(state.key)
@@ -252,13 +254,12 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
     return train_step
 
 
-def make_eval_step(model: LanguageModel) -> Callable:
-    """`(params, carry, inputs, targets) -> (carry, summed NLL in nats)`, unjitted."""
+def make_eval_step(model: LanguageModel, *, native: bool = True) -> Callable:
+    """`(params, carry, inputs, targets) -> (carry, summed NLL in nats)`, unjitted (`native`: see make_train_step)."""
 
     def eval_step(params, carry, inputs, targets):
-        logits, carry = model.apply(params, carry, inputs)
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-        return carry, nll.sum()
+        hs, carry = model.hidden_states(params, carry, inputs)
+        return carry, output_nll(params, hs, targets, native=native).sum()
 
     return eval_step
 

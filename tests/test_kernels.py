@@ -184,3 +184,64 @@ def test_kernel_rejects_mismatched_weights():
     projected, W, h0, c0, *_ = random_case(2, 2, 8)
     with pytest.raises(Exception, match="expected W of shape"):
         jax.block_until_ready(kernels.lstm_forward(projected, W[:, :4], h0, c0))
+
+
+def xent_oracle(logits, bias, targets, d_nll):
+    """lse, nll and the cotangents of (logits, bias), by autodiff of jax.nn.logsumexp."""
+    def nll_fn(logits, bias):
+        z = logits + bias
+        lse = jax.nn.logsumexp(z, axis=-1)
+        return lse - jnp.take_along_axis(z, targets[:, None], -1)[:, 0], lse
+
+    (nll, lse), vjp = jax.vjp(nll_fn, logits, bias)
+    return lse, nll, vjp((d_nll, jnp.zeros_like(lse)))
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows, classes", [
+    (1, 1),        # one class: loss 0, gradient 0
+    (7, 37),       # K not a multiple of 16: masked last vector
+    (33, 1000),    # more rows than row chunks, several chunks per thread
+    (4, 10000),    # a Zaremba-sized vocabulary
+])
+def test_softmax_xent_equals_autodiff_of_logsumexp(rows, classes):
+    keys = jax.random.split(jax.random.key(0), 4)
+    logits = 3.0 * jax.random.normal(keys[0], (rows, classes))
+    bias = jax.random.normal(keys[1], (classes,))
+    targets = jax.random.randint(keys[2], (rows,), 0, classes).at[0].set(classes - 1)
+    d_nll = jax.random.normal(keys[3], (rows,))
+    lse, nll = kernels.softmax_xent_forward(logits, bias, targets)
+    want_lse, want_nll, (want_dz, want_dc) = xent_oracle(logits, bias, targets, d_nll)
+    np.testing.assert_allclose(lse, want_lse, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(nll, want_nll, rtol=1e-5, atol=1e-5)
+    d_logits, d_bias = kernels.softmax_xent_backward(logits, bias, targets, lse, d_nll)
+    np.testing.assert_allclose(d_logits, want_dz, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(d_bias, want_dc, rtol=1e-4, atol=1e-6)
+
+
+@needs_kernel
+def test_softmax_xent_extremes():
+    """Huge and -inf logits give the reference's finite loss and zero probabilities; a NaN logit or a target
+    outside [0, K) poisons its own row only (the train step's non-finite guard relies on it)."""
+    classes = 40
+    logits = jnp.zeros((5, classes))
+    logits = logits.at[0, 3].set(1e4).at[1, :39].set(-jnp.inf).at[2, 7].set(jnp.nan).at[4, 0].set(-200.0)
+    targets = jnp.array([3, 39, 0, 0, 1])
+    bias = jnp.zeros(classes)
+    lse, nll = kernels.softmax_xent_forward(logits, bias, targets)
+    d_logits, _ = kernels.softmax_xent_backward(logits, bias, targets, lse, jnp.ones(5))
+    np.testing.assert_allclose(nll[:2], [0.0, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(d_logits[0], jnp.zeros(classes))
+    np.testing.assert_array_equal(d_logits[1], jnp.zeros(classes))
+    assert bool(jnp.isnan(nll[2])) and bool(jnp.isnan(d_logits[2]).all())
+    bad_lse, bad_nll = kernels.softmax_xent_forward(logits, bias, jnp.array([3, 39, 0, classes, -1]))
+    assert bool(jnp.isnan(bad_nll[3:]).all()) and bool(jnp.isfinite(bad_nll[:2]).all())
+    want_lse, want_nll, (want_dz, _) = xent_oracle(logits[3:], bias, targets[3:], jnp.ones(2))
+    np.testing.assert_allclose(nll[3:], want_nll, rtol=1e-6)
+    assert float(d_logits[4, 0]) == 0.0 and float(want_dz[1, 0]) < 1e-30  # exp(-200) underflows to 0 in both
+
+
+@needs_kernel
+def test_softmax_xent_rejects_mismatched_shapes():
+    with pytest.raises(Exception, match=r"expected logits \(N, K\), bias \(K,\), targets \(N,\)"):
+        jax.block_until_ready(kernels.softmax_xent_forward(jnp.zeros((4, 8)), jnp.zeros(7), jnp.zeros(4, jnp.int32)))

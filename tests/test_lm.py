@@ -4,12 +4,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+import chex
 import numpy as np
 import optax
 import pytest
 
-from rnn_jax import DTypeError, ShapeError, count_params, lstm
-from rnn_jax.lm import LanguageModel, LMConfig, dropout, sequence_loss
+from rnn_jax import DTypeError, ShapeError, count_params, kernels, lstm
+from rnn_jax.lm import LanguageModel, LMConfig, dropout, output_logits, output_nll, sequence_loss
 
 B, T = 3, 6
 
@@ -85,6 +86,48 @@ def test_tied_weights_use_the_embedding():
     with pytest.raises(ValueError, match="tie_weights needs embed_size == the recurrent output size"):
         LMConfig(embed_size=4, hidden_size=5, tie_weights=True)
 
+
+
+@pytest.mark.skipif(not kernels.available(), reason="native kernel unavailable here (no C++ compiler, RNN_JAX_NATIVE=0, or not the CPU backend)")
+@pytest.mark.parametrize("overrides", [
+    {},                                                           # the notes' LM: no output bias
+    {"output_bias": True, "vocab_size": 37},                     # a bias; V not a multiple of 16
+    {"output_bias": True, "embed_size": 5, "tie_weights": True},  # V is the embedding table
+    {"cell": "lstmp", "proj_size": 3, "output_bias": True},      # the output layer reads P features
+], ids=["no_bias", "bias", "tied", "lstmp"])
+def test_output_nll_native_equals_optax_on_the_logits(overrides):
+    model, params = model_and_params(**overrides)
+    vocab = model.config.vocab_size
+    tokens = jax.random.randint(jax.random.key(1), (B, T + 1), 0, vocab)
+    weights = jax.random.normal(jax.random.key(2), (B, T))
+
+    def loss(params, native):
+        hs, _ = model.hidden_states(params, model.initial_state(B), tokens[:, :-1])
+        return jnp.sum(weights * output_nll(params, hs, tokens[:, 1:], native=native))
+
+    def optax_loss(params):
+        logits, _ = model.apply(params, model.initial_state(B), tokens[:, :-1])
+        return jnp.sum(weights * optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]))
+
+    assert "rnn_jax_xent_backward" in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, True)))(params))
+    assert "rnn_jax_xent" not in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, False)))(params))
+    want, want_grad = jax.value_and_grad(optax_loss)(params)
+    for native in (True, False):
+        got, got_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, native)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        chex.assert_trees_all_close(got_grad, want_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_hidden_states_feed_apply_and_output_nll():
+    model, params = model_and_params(output_bias=True, dropout=0.5)
+    tokens = jax.random.randint(jax.random.key(1), (B, T), 0, 11)
+    key = jax.random.key(3)
+    hs, carry = model.hidden_states(params, model.initial_state(B), tokens, key=key, train=True)
+    logits, same_carry = model.apply(params, model.initial_state(B), tokens, key=key, train=True)
+    np.testing.assert_allclose(output_logits(params, hs), logits, rtol=1e-6)  # the same dropout masks
+    chex.assert_trees_all_equal(carry, same_carry)
+    with pytest.raises(ShapeError, match=r"output_nll: .* got hs \(3, 6, 5\), targets \(3, 5\)"):
+        output_nll(params, hs, tokens[:, 1:])
 
 def test_dropout_function():
     x = jnp.ones((2, 50, 40))

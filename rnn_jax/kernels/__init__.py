@@ -1,11 +1,12 @@
-"""Native CPU kernels for the recurrent loop, called through `jax.ffi`, compiled for this machine on first use.
+"""Native CPU kernels for the recurrent loop and the softmax loss, called through `jax.ffi`, compiled on first use.
 
 `rnn_jax.fused_scan` runs the loops (forward and backward) of an LSTM and of a reset-after GRU with these
 kernels when it can: float32, the CPU backend, and a C++ compiler on the machine. Everywhere else it runs its
 XLA loop, which gives the same results (tested to float32 rounding). XLA executes a loop body as a chain of
 small kernels, each with a few microseconds of dispatch and a thread-pool wake-up for the product; a native loop
 is one call, split over the hidden units between threads that meet once per step, with vectorised gate math
-(see `rnn_cpu.cc`).
+(see `rnn_cpu.cc`). `rnn_jax.lm.output_nll` (the language model's loss) uses the softmax cross-entropy kernels
+under the same conditions: one pass per row of the logits instead of XLA's eight passes over all of them.
 
 The library is compiled with the system's `c++` (or `$CXX`) and `-march=native` against the XLA FFI headers
 that ship with jaxlib, into `$RNN_JAX_KERNEL_CACHE` (default `~/.cache/rnn_jax/kernels`), keyed by the source,
@@ -108,7 +109,9 @@ def _load() -> bool:
         for name, symbol in (("rnn_jax_lstm_forward", library.RnnJaxLstmForward),
                              ("rnn_jax_lstm_backward", library.RnnJaxLstmBackward),
                              ("rnn_jax_gru_forward", library.RnnJaxGruForward),
-                             ("rnn_jax_gru_backward", library.RnnJaxGruBackward)):
+                             ("rnn_jax_gru_backward", library.RnnJaxGruBackward),
+                             ("rnn_jax_xent_forward", library.RnnJaxXentForward),
+                             ("rnn_jax_xent_backward", library.RnnJaxXentBackward)):
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
         return True
     except Exception as error:  # noqa: BLE001 - any failure means "use the XLA loop", said once
@@ -204,3 +207,29 @@ def gru_backward(W, acts, hs, h0, d_hs, d_h_final, *, reverse: bool = False):
         jax.ShapeDtypeStruct((batch, hidden), jnp.float32),)
     call = jax.ffi.ffi_call("rnn_jax_gru_backward", out, vmap_method="sequential")
     return call(W, acts, hs, h0, d_hs, d_h_final, reverse=np.int64(reverse))
+
+
+def softmax_xent_forward(logits: jax.Array, bias: jax.Array, targets: jax.Array):
+    """Softmax cross-entropy of the rows of `logits + bias` against integer targets: `(lse, nll)`, each (N,).
+
+    Args:
+        logits: (N, K) float32, typically the product h V^T without its bias.
+        bias: (K,) float32 (zeros for none).
+        targets: (N,) int32 in [0, K); one outside gives a NaN loss.
+
+    Returns:
+        lse (N,), the log of each row's normaliser, and nll (N,) = lse - (logits + bias)[n, targets[n]].
+    """
+    _require()
+    rows = logits.shape[0]
+    out = (jax.ShapeDtypeStruct((rows,), jnp.float32),) * 2
+    call = jax.ffi.ffi_call("rnn_jax_xent_forward", out, vmap_method="sequential")
+    return call(logits, bias, targets.astype(jnp.int32))
+
+
+def softmax_xent_backward(logits: jax.Array, bias: jax.Array, targets: jax.Array, lse: jax.Array, d_nll: jax.Array):
+    """Backward of `softmax_xent_forward`: `(d_logits (N, K), d_bias (K,))` for the cotangent d_nll (N,) of nll."""
+    _require()
+    out = (jax.ShapeDtypeStruct(logits.shape, jnp.float32), jax.ShapeDtypeStruct(bias.shape, jnp.float32))
+    call = jax.ffi.ffi_call("rnn_jax_xent_backward", out, vmap_method="sequential")
+    return call(logits, bias, targets.astype(jnp.int32), lse, d_nll)

@@ -1,4 +1,5 @@
-// The LSTM's and the reset-after GRU's recurrent loops on the CPU, forward and backward, as XLA FFI handlers.
+// The LSTM's and the reset-after GRU's recurrent loops on the CPU, forward and backward, as XLA FFI handlers;
+// also the output layer's softmax cross-entropy (section at the end).
 //
 // XLA runs a `lax.scan` body as a sequence of small kernels ("thunks"), each with a few microseconds of dispatch
 // overhead and a thread-pool wake-up for the matrix product; at B=16, H=256 that is about half of each step.
@@ -19,6 +20,7 @@
 // Built by rnn_jax/kernels/__init__.py with the machine's own instruction set (-march=native).
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -662,12 +664,163 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight
   return ffi::Error::Success();
 }
 
+
+// ------------------------------------------------------------------------------------------ softmax cross-entropy
+// The output layer's loss, per row n of the logits z = X + c (X the product h V^T, (N, K); c the bias, (K,)):
+//   forward:  lse_n = log Σ_k exp(z_nk);  nll_n = lse_n - z_n,t_n                     outputs lse, nll (N,)
+//   backward: dz_nk = g_n (exp(z_nk - lse_n) - [k = t_n]);  dc = Σ_n dz_n             outputs dz (N, K), dc (K,)
+// XLA runs these as about eight passes over the (N, K) logits (bias add, max, exp, sum, scale, scatter of the
+// label, bias gradient); here each is one pass per row while the row is in cache. A target outside [0, K) gives
+// a NaN loss and NaN gradient row.
+
+inline v16 load_or(const float* p, int n, float fill) {
+  if (n == kLanes) return *reinterpret_cast<const v16u*>(p);
+  v16 v = (v16){} + fill;
+#if defined(__AVX512F__)
+  return reinterpret_cast<v16>(
+      _mm512_mask_loadu_ps(reinterpret_cast<__m512>(v), static_cast<__mmask16>((1u << n) - 1), p));
+#else
+  std::memcpy(&v, p, sizeof(float) * n);
+  return v;
+#endif
+}
+
+// exp(x), exactly 0 below float32's smallest normal result (exp_v clamps there instead) and for x = -inf.
+inline v16 exp_or_zero(v16 x) {
+  v16 e = exp_v(x);
+  return x < -87.0f ? e - e : e;
+}
+
+inline float horizontal_max(v16 v) {
+  float m = v[0];
+  for (int i = 1; i < kLanes; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
+inline float horizontal_sum(v16 v) {
+  float s = 0.0f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+// Rows per chunk: enough chunks to balance threads, each big enough to amortise claiming it.
+inline long row_chunk_count(long rows) { return std::max<long>(1, std::min<long>(rows, 16)); }
+
+ffi::Error check_xent_shapes(long rows, long classes, long bias, long targets) {
+  if (bias != classes || targets != rows) {
+    return ffi::Error::InvalidArgument("softmax cross-entropy kernel: expected logits (N, K), bias (K,), targets (N,) "
+                                       "with N=" + std::to_string(rows) + ", K=" + std::to_string(classes) +
+                                       "; got bias (" + std::to_string(bias) + ",), targets (" +
+                                       std::to_string(targets) + ",)");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error XentForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits, ffi::Buffer<ffi::F32, 1> bias,
+                           ffi::Buffer<ffi::S32, 1> targets, ffi::ResultBuffer<ffi::F32, 1> lse,
+                           ffi::ResultBuffer<ffi::F32, 1> nll) {
+  const long rows = logits.dimensions()[0], classes = logits.dimensions()[1];
+  if (auto error = check_xent_shapes(rows, classes, bias.dimensions()[0], targets.dimensions()[0]); error.failure()) {
+    return error;
+  }
+  if (rows == 0) return ffi::Error::Success();
+  const float* X = logits.typed_data();
+  const float* c = bias.typed_data();
+  const int32_t* t = targets.typed_data();
+  float* L = lse->typed_data();
+  float* Y = nll->typed_data();
+  const long chunks = row_chunk_count(rows);
+  const float inf = __builtin_inff();
+  const std::function<void(long, long)> work = [&](long, long chunk) {
+    for (long n = rows * chunk / chunks; n < rows * (chunk + 1) / chunks; ++n) {
+      const float* x = X + n * classes;
+      v16 m = (v16){} - inf;
+      for (long k = 0; k < classes; k += kLanes) {
+        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
+        v16 z = load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f);
+        m = z > m ? z : m;
+      }
+      const float row_max = horizontal_max(m);
+      v16 sums[2] = {(v16){}, (v16){}};
+      for (long k = 0; k < classes; k += kLanes) {
+        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
+        sums[(k / kLanes) & 1] += exp_or_zero(load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f) - row_max);
+      }
+      const float log_sum = row_max + std::log(horizontal_sum(sums[0] + sums[1]));
+      L[n] = log_sum;
+      Y[n] = (t[n] >= 0 && t[n] < classes) ? log_sum - (x[t[n]] + c[t[n]]) : __builtin_nanf("");
+    }
+  };
+  run_phased(pool, helper_count(pool, 8 * rows * classes, chunks), 1, chunks, work);
+  return ffi::Error::Success();
+}
+
+ffi::Error XentBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits, ffi::Buffer<ffi::F32, 1> bias,
+                            ffi::Buffer<ffi::S32, 1> targets, ffi::Buffer<ffi::F32, 1> lse,
+                            ffi::Buffer<ffi::F32, 1> d_nll, ffi::ResultBuffer<ffi::F32, 2> d_logits,
+                            ffi::ResultBuffer<ffi::F32, 1> d_bias) {
+  const long rows = logits.dimensions()[0], classes = logits.dimensions()[1];
+  if (auto error = check_xent_shapes(rows, classes, bias.dimensions()[0], targets.dimensions()[0]); error.failure()) {
+    return error;
+  }
+  if (lse.dimensions()[0] != rows || d_nll.dimensions()[0] != rows) {
+    return ffi::Error::InvalidArgument("softmax cross-entropy kernel: lse and d_nll must have shape (N,)");
+  }
+  const float* X = logits.typed_data();
+  const float* c = bias.typed_data();
+  const int32_t* t = targets.typed_data();
+  const float* L = lse.typed_data();
+  const float* G = d_nll.typed_data();
+  float* D = d_logits->typed_data();
+  float* dc = d_bias->typed_data();
+  if (rows == 0) {
+    std::fill(dc, dc + classes, 0.0f);
+    return ffi::Error::Success();
+  }
+  const long chunks = row_chunk_count(rows);
+  const long ldp = ((classes + kLanes - 1) / kLanes) * kLanes + kLanes;  // padded: partial rows 4 KiB apart alias
+  AlignedBuffer partial(chunks * ldp);
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    if (phase == 1) {  // d_bias: this chunk's columns summed over the row chunks' partial sums
+      const long begin = classes * chunk / chunks, end = classes * (chunk + 1) / chunks;
+      for (long k = begin; k < end; ++k) {
+        float s = 0.0f;
+        for (long q = 0; q < chunks; ++q) s += partial.data[q * ldp + k];
+        dc[k] = s;
+      }
+      return;
+    }
+    float* sum = partial.data + chunk * ldp;
+    std::fill(sum, sum + ldp, 0.0f);
+    for (long n = rows * chunk / chunks; n < rows * (chunk + 1) / chunks; ++n) {
+      const float* x = X + n * classes;
+      float* d = D + n * classes;
+      const float g = G[n], shift = L[n];
+      const bool valid = t[n] >= 0 && t[n] < classes;
+      const float scale = valid ? g : __builtin_nanf("");
+      for (long k = 0; k < classes; k += kLanes) {
+        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
+        v16 dz = scale * exp_or_zero(load_n(x + k, w) + load_n(c + k, w) - shift);
+        store_n(d + k, dz, w);
+        *reinterpret_cast<v16*>(sum + k) += dz;
+      }
+      if (valid) {
+        d[t[n]] -= g;
+        sum[t[n]] -= g;
+      }
+    }
+  };
+  run_phased(pool, helper_count(pool, 8 * rows * classes, chunks), 2, chunks, work);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Aliases: a comma inside a template argument would split the macro's arguments.
 using Array2 = ffi::Buffer<ffi::F32, 2>;
 using Array1 = ffi::Buffer<ffi::F32, 1>;
 using Array3 = ffi::Buffer<ffi::F32, 3>;
+using Labels = ffi::Buffer<ffi::S32, 1>;
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmForward, LstmForwardImpl,
                               ffi::Ffi::Bind()
@@ -720,3 +873,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruBackward, GruBackwardImpl,
                                   .Ret<Array3>()
                                   .Ret<Array2>()
                                   .Attr<int64_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxXentForward, XentForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array2>()
+                                  .Arg<Array1>()
+                                  .Arg<Labels>()
+                                  .Ret<Array1>()
+                                  .Ret<Array1>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxXentBackward, XentBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array2>()
+                                  .Arg<Array1>()
+                                  .Arg<Labels>()
+                                  .Arg<Array1>()
+                                  .Arg<Array1>()
+                                  .Ret<Array2>()
+                                  .Ret<Array1>());
