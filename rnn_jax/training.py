@@ -229,8 +229,8 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
     """
 
     def loss_fn(params, carry, inputs, targets, key):
-        hs, new_carry = model.hidden_states(params, carry, inputs, key=key, train=True)
-        nll = output_nll(params, hs, targets, native=native)
+        hs, new_carry = model.hidden_states(params, carry, inputs, key=key, train=True, time_major=True)
+        nll = output_nll(params, hs, targets.T, native=native).T
         return reduce_nll(nll, reduction), (new_carry, nll.mean())
 
     def train_step(state: TrainState, carry, inputs, targets):
@@ -258,8 +258,8 @@ def make_eval_step(model: LanguageModel, *, native: bool = True) -> Callable:
     """`(params, carry, inputs, targets) -> (carry, summed NLL in nats)`, unjitted (`native`: see make_train_step)."""
 
     def eval_step(params, carry, inputs, targets):
-        hs, carry = model.hidden_states(params, carry, inputs)
-        return carry, output_nll(params, hs, targets, native=native).sum()
+        hs, carry = model.hidden_states(params, carry, inputs, time_major=True)
+        return carry, output_nll(params, hs, targets.T, native=native).sum()
 
     return eval_step
 

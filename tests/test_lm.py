@@ -126,8 +126,12 @@ def test_hidden_states_feed_apply_and_output_nll():
     logits, same_carry = model.apply(params, model.initial_state(B), tokens, key=key, train=True)
     np.testing.assert_allclose(output_logits(params, hs), logits, rtol=1e-6)  # the same dropout masks
     chex.assert_trees_all_equal(carry, same_carry)
+    hs_tm, carry_tm = model.hidden_states(params, model.initial_state(B), tokens, key=key, train=True, time_major=True)
+    np.testing.assert_allclose(hs_tm.transpose(1, 0, 2), hs, rtol=1e-6, atol=1e-7)  # the same masks, transposed
+    chex.assert_trees_all_close(carry_tm, carry, rtol=1e-6, atol=1e-7)
     with pytest.raises(ShapeError, match=r"output_nll: .* got hs \(3, 6, 5\), targets \(3, 5\)"):
         output_nll(params, hs, tokens[:, 1:])
+
 
 def test_dropout_function():
     x = jnp.ones((2, 50, 40))
@@ -138,6 +142,9 @@ def test_dropout_function():
     assert np.all(same == same[:, :1, :])  # one mask for every time step
     assert not np.all(kept == kept[:, :1, :])
     assert dropout(jax.random.key(0), x, 0.0) is x
+    for same in (False, True):
+        np.testing.assert_array_equal(dropout(jax.random.key(0), x.transpose(1, 0, 2), 0.5, same, time_major=True),
+                                      dropout(jax.random.key(0), x, 0.5, same).transpose(1, 0, 2))
 
 
 def test_dropout_only_in_training_and_keyed():
