@@ -245,3 +245,18 @@ def test_softmax_xent_extremes():
 def test_softmax_xent_rejects_mismatched_shapes():
     with pytest.raises(Exception, match=r"expected logits \(N, K\), bias \(K,\), targets \(N,\)"):
         jax.block_until_ready(kernels.softmax_xent_forward(jnp.zeros((4, 8)), jnp.zeros(7), jnp.zeros(4, jnp.int32)))
+
+
+@needs_kernel
+def test_empty_sequences_pass_the_final_cotangents_through():
+    """T = 0 (fused_scan never calls the kernels then, but they are public): the backward returns the final
+    cotangents unchanged and reads no step."""
+    _, W, h0, c0, _, d_h_final, d_c_final = random_case(1, 3, 20)
+    empty = jnp.zeros((0, 3, 20))
+    acts = jnp.zeros((0, 3, 80))
+    _, d_h0, d_c0 = kernels.lstm_backward(W, acts, empty, c0, empty, d_h_final, d_c_final)
+    np.testing.assert_array_equal(d_h0, d_h_final)
+    np.testing.assert_array_equal(d_c0, d_c_final)
+    W_gru = W[:60]
+    _, _, d_h0 = kernels.gru_backward(W_gru, acts, empty, h0, empty, d_h_final)
+    np.testing.assert_array_equal(d_h0, d_h_final)
