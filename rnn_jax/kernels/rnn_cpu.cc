@@ -283,6 +283,25 @@ inline long forward_panel_block(long hidden, long first, long last) {
   return hidden % kLanes == 0 ? 1 : std::max<long>(1, last - first);
 }
 
+// A chunk's forward step: for panels [first, last), rec[b][g·padded + 16p + c] = (h_{t-1} W^T)[b, g·H + 16p + c] for
+// every gate, then gate_math(b, j) for every row b and unit offset j = 16p, block by block.
+template <typename GateMath>
+void forward_step_panels(const float* h_prev, long ldh, long batch, const float* packed, int gates, long panels,
+                         long hidden, float* rec, long ldr, long first, long last, GateMath&& gate_math) {
+  const long block = forward_panel_block(hidden, first, last);
+  for (long p0 = first; p0 < last; p0 += block) {
+    for (long p = p0; p < p0 + block; ++p) {
+      for (int g = 0; g < gates; ++g) {
+        rows_times_panel(h_prev, ldh, static_cast<int>(batch), packed + (g * panels + p) * hidden * kLanes,
+                         static_cast<int>(hidden), rec + (g * panels + p) * kLanes, ldr);
+      }
+    }
+    for (long b = 0; b < batch; ++b) {
+      for (long p = p0; p < p0 + block; ++p) gate_math(b, p * kLanes);
+    }
+  }
+}
+
 // Enough chunks to balance a few threads, few enough that claiming tickets stays cheap.
 inline long chunk_count(long panels) { return std::min<long>(panels, 8); }
 
@@ -380,38 +399,27 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
       prefetch_span(C + row + unit_begin, units, true);
       prefetch_span(H + row + unit_begin, units, true);
     }
-    const long block = forward_panel_block(hidden, first, last);
-    for (long p0 = first; p0 < last; p0 += block) {
-      for (long p = p0; p < p0 + block; ++p) {
-        for (int g = 0; g < 4; ++g) {
-          rows_times_panel(h_prev, ldh, static_cast<int>(batch), packed.data + (g * panels + p) * hidden * kLanes,
-                           static_cast<int>(hidden), rec.data + g * padded + p * kLanes, ldr);
-        }
-      }
-      for (long b = 0; b < batch; ++b) {
-        for (long p = p0; p < p0 + block; ++p) {
-          const long j = p * kLanes;
-          const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
-          const float* p_row = P + (t * batch + b) * 4 * hidden;
-          const float* r_row = rec.data + b * ldr;
-          float* a_row = A + (t * batch + b) * 4 * hidden;
-          const long row = (t * batch + b) * hidden;
-          v16 i = sigmoid_v(load_n(p_row + j, n) + load_n(r_row + j, n));
-          v16 f = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(r_row + padded + j, n));
-          v16 o = sigmoid_v(load_n(p_row + 2 * hidden + j, n) + load_n(r_row + 2 * padded + j, n));
-          v16 gg = tanh_v(load_n(p_row + 3 * hidden + j, n) + load_n(r_row + 3 * padded + j, n));
-          v16 c = f * load_n(c_prev + b * hidden + j, n) + i * gg;
-          v16 h = o * tanh_v(c);
-          store_n(C + row + j, c, n);
-          store_n(H + row + j, h, n);
-          store_n(h_next + b * ldh + j, h, n);
-          store_n(a_row + j, i, n);
-          store_n(a_row + hidden + j, f, n);
-          store_n(a_row + 2 * hidden + j, o, n);
-          store_n(a_row + 3 * hidden + j, gg, n);
-        }
-      }
-    }
+    forward_step_panels(h_prev, ldh, batch, packed.data, 4, panels, hidden, rec.data, ldr, first, last,
+                        [&](long b, long j) {
+      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+      const float* p_row = P + (t * batch + b) * 4 * hidden;
+      const float* r_row = rec.data + b * ldr;
+      float* a_row = A + (t * batch + b) * 4 * hidden;
+      const long row = (t * batch + b) * hidden;
+      v16 i = sigmoid_v(load_n(p_row + j, n) + load_n(r_row + j, n));
+      v16 f = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(r_row + padded + j, n));
+      v16 o = sigmoid_v(load_n(p_row + 2 * hidden + j, n) + load_n(r_row + 2 * padded + j, n));
+      v16 gg = tanh_v(load_n(p_row + 3 * hidden + j, n) + load_n(r_row + 3 * padded + j, n));
+      v16 c = f * load_n(c_prev + b * hidden + j, n) + i * gg;
+      v16 h = o * tanh_v(c);
+      store_n(C + row + j, c, n);
+      store_n(H + row + j, h, n);
+      store_n(h_next + b * ldh + j, h, n);
+      store_n(a_row + j, i, n);
+      store_n(a_row + hidden + j, f, n);
+      store_n(a_row + 2 * hidden + j, o, n);
+      store_n(a_row + 3 * hidden + j, gg, n);
+    });
   };
   run_phased(pool, helper_count(pool, 8 * batch * hidden * hidden, chunks), steps + 1, chunks, work);
   return ffi::Error::Success();
@@ -564,37 +572,26 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> project
       for (int g = 0; g < 4; ++g) prefetch_span(A + 4 * row + g * hidden + unit_begin, units, true);
       prefetch_span(H + row + unit_begin, units, true);
     }
-    const long block = forward_panel_block(hidden, first, last);  // as in the LSTM
-    for (long p0 = first; p0 < last; p0 += block) {
-      for (long p = p0; p < p0 + block; ++p) {
-        for (int g = 0; g < 3; ++g) {
-          rows_times_panel(h_prev, ldh, static_cast<int>(batch), packed.data + (g * panels + p) * hidden * kLanes,
-                           static_cast<int>(hidden), rec.data + g * padded + p * kLanes, ldr);
-        }
-      }
-      for (long b = 0; b < batch; ++b) {
-        for (long p = p0; p < p0 + block; ++p) {
-          const long j = p * kLanes;
-          const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
-          const float* p_row = P + (t * batch + b) * 3 * hidden;
-          const float* r_row = rec.data + b * ldr;
-          float* a_row = A + (t * batch + b) * 4 * hidden;
-          const long row = (t * batch + b) * hidden;
-          v16 r = sigmoid_v(load_n(p_row + j, n) + load_n(r_row + j, n));
-          v16 u = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(r_row + padded + j, n));
-          v16 rho = load_n(r_row + 2 * padded + j, n) + load_n(BRG + j, n);
-          v16 g = tanh_v(load_n(p_row + 2 * hidden + j, n) + r * rho);
-          v16 previous = load_n(h_prev + b * ldh + j, n);
-          v16 h = u * g + (1.0f - u) * previous;
-          store_n(H + row + j, h, n);
-          store_n(h_next + b * ldh + j, h, n);
-          store_n(a_row + j, r, n);
-          store_n(a_row + hidden + j, u, n);
-          store_n(a_row + 2 * hidden + j, g, n);
-          store_n(a_row + 3 * hidden + j, rho, n);
-        }
-      }
-    }
+    forward_step_panels(h_prev, ldh, batch, packed.data, 3, panels, hidden, rec.data, ldr, first, last,
+                        [&](long b, long j) {
+      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+      const float* p_row = P + (t * batch + b) * 3 * hidden;
+      const float* r_row = rec.data + b * ldr;
+      float* a_row = A + (t * batch + b) * 4 * hidden;
+      const long row = (t * batch + b) * hidden;
+      v16 r = sigmoid_v(load_n(p_row + j, n) + load_n(r_row + j, n));
+      v16 u = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(r_row + padded + j, n));
+      v16 rho = load_n(r_row + 2 * padded + j, n) + load_n(BRG + j, n);
+      v16 g = tanh_v(load_n(p_row + 2 * hidden + j, n) + r * rho);
+      v16 previous = load_n(h_prev + b * ldh + j, n);
+      v16 h = u * g + (1.0f - u) * previous;
+      store_n(H + row + j, h, n);
+      store_n(h_next + b * ldh + j, h, n);
+      store_n(a_row + j, r, n);
+      store_n(a_row + hidden + j, u, n);
+      store_n(a_row + 2 * hidden + j, g, n);
+      store_n(a_row + 3 * hidden + j, rho, n);
+    });
   };
   run_phased(pool, helper_count(pool, 6 * batch * hidden * hidden, chunks), steps + 1, chunks, work);
   return ffi::Error::Success();
