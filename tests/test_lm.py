@@ -131,6 +131,8 @@ def test_hidden_states_feed_apply_and_output_nll():
     chex.assert_trees_all_close(carry_tm, carry, rtol=1e-6, atol=1e-7)
     with pytest.raises(ShapeError, match=r"output_nll: .* got hs \(3, 6, 5\), targets \(3, 5\)"):
         output_nll(params, hs, tokens[:, 1:])
+    with pytest.raises(DTypeError, match="output_nll targets must be an integer array; got float32"):
+        output_nll(params, hs, tokens.astype(jnp.float32))
 
 
 def test_dropout_function():
