@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, NamedTuple, Optional
 
@@ -281,25 +280,24 @@ def output_nll(params: LMParams, hs: jax.Array, targets: jax.Array, *, native: b
         return optax.softmax_cross_entropy_with_integer_labels(output_logits(params, hs).astype(jnp.float32), targets)
     rows = hs.reshape(-1, hs.shape[-1])
     bias = jnp.zeros(V.shape[:1], jnp.float32) if c is None else c
-    nll = _native_nll(rows, V, bias, targets.reshape(-1).astype(jnp.int32), c is not None)
+    nll = _native_nll(rows, V, bias, targets.reshape(-1).astype(jnp.int32))
     return nll.reshape(targets.shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _native_nll(rows, V, bias, targets, has_bias):
+@jax.custom_vjp
+def _native_nll(rows, V, bias, targets):
     return kernels.softmax_xent_forward(rows @ V.T, bias, targets)[1]
 
 
-def _native_nll_forward(rows, V, bias, targets, has_bias):
+def _native_nll_forward(rows, V, bias, targets):
     products = rows @ V.T
     lse, nll = kernels.softmax_xent_forward(products, bias, targets)
     return nll, (rows, V, bias, targets, products, lse)
 
 
-def _native_nll_backward(has_bias, residuals, d_nll):
+def _native_nll_backward(residuals, d_nll):
     rows, V, bias, targets, products, lse = residuals
     d_logits, d_bias = kernels.softmax_xent_backward(products, bias, targets, lse, d_nll)
-    d_bias = d_bias if has_bias else jnp.zeros_like(bias)
     return d_logits @ V, d_logits.T @ rows, d_bias, np.zeros(targets.shape, jax.dtypes.float0)
 
 
