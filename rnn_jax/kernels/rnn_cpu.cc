@@ -313,6 +313,36 @@ void forward_step_panels(const float* h_prev, long batch, const float* packed, i
   }
 }
 
+// A chunk's backward phase for step s (s = 0..T, panels [first, last) of `gates`·H cotangent columns): panel by
+// panel, first finishes step s-1 for the panel's units (s > 0: dh_carry = d_rec_{s-1} W from the k-major copy
+// d_prev, then finish(p)), then runs step s's gate derivatives gate_derivs(b, j) for every row b at j = 16p; then
+// writes its units of step s's d_rec (rows of d_rec_rows) into the k-major copy d_next. Phase T only finishes
+// step T-1 and hands dh_carry to dh_out.
+template <typename Finish, typename GateDerivs>
+void backward_step_panels(long s, long steps, long batch, long hidden, int gate_count, const float* packed,
+                          const float* d_prev, float* d_next, const float* d_rec_rows, float* dh_carry, long ldc,
+                          float* dh_out, long first, long last, Finish&& finish, GateDerivs&& gate_derivs) {
+  const long gates = gate_count * hidden;
+  const auto finish_previous_step = [&](long p) {
+    rows_times_panel(d_prev, batch, static_cast<int>(batch), packed + p * gates * kLanes, static_cast<int>(gates),
+                     dh_carry + p * kLanes, ldc);
+    finish(p);
+  };
+  const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+  if (s == steps) {
+    for (long p = first; p < last && s > 0; ++p) finish_previous_step(p);
+    copy_units(dh_out, hidden, dh_carry, ldc, batch, unit_begin, unit_end);
+    return;
+  }
+  for (long p = first; p < last; ++p) {
+    if (s > 0) finish_previous_step(p);
+    for (long b = 0; b < batch; ++b) gate_derivs(b, p * kLanes);
+  }
+  for (int g = 0; g < gate_count; ++g) {
+    to_k_major(d_next, d_rec_rows, gates, batch, g * hidden + unit_begin, g * hidden + unit_end);
+  }
+}
+
 // Enough chunks to balance a few threads, few enough that claiming tickets stays cheap.
 inline long chunk_count(long panels) { return std::min<long>(panels, 8); }
 
@@ -478,7 +508,8 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
       copy_units(dc_out, hidden, DC_final, hidden, batch, unit_begin, unit_end);
       return;
     }
-    const long s = phase - 1, t = reverse ? s : steps - 1 - s;
+    const long s = phase - 1;
+    const long t = s == steps ? 0 : (reverse ? s : steps - 1 - s);  // phase T only finishes step T-1
     if (s < steps) {
       const long units = unit_end - unit_begin;
       for (long b = 0; b < batch; ++b) {
@@ -491,43 +522,25 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
         prefetch_span(DH + row + unit_begin, units, false);
       }
     }
-    const float* d_prev = d_copy.data + ((s + 1) % 2) * batch * gates;  // step s-1's d_pre (when s > 0)
-    if (s == steps) {
-      for (long p = first; p < last && s > 0; ++p) {
-        rows_times_panel(d_prev, batch, static_cast<int>(batch), packed.data + p * gates * kLanes,
-                         static_cast<int>(gates), dh_carry.data + p * kLanes, ldc);
-      }
-      copy_units(dh_out, hidden, dh_carry.data, ldc, batch, unit_begin, unit_end);
-      return;
-    }
     const bool first_step = reverse ? t == steps - 1 : t == 0;
     const float* c_prev = first_step ? C0 : C + (reverse ? t + 1 : t - 1) * batch * hidden;
-    for (long p = first; p < last; ++p) {  // panel by panel, as in the forward
-      if (s > 0) {
-        rows_times_panel(d_prev, batch, static_cast<int>(batch), packed.data + p * gates * kLanes,
-                         static_cast<int>(gates), dh_carry.data + p * kLanes, ldc);
-      }
-      const long j = p * kLanes;
+    backward_step_panels(s, steps, batch, hidden, 4, packed.data, d_copy.data + ((s + 1) % 2) * batch * gates,
+                         d_copy.data + (s % 2) * batch * gates, D + t * batch * gates, dh_carry.data, ldc, dh_out,
+                         first, last, [](long) {}, [&](long b, long j) {
       const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
-      for (long b = 0; b < batch; ++b) {
-        const float* a_row = A + (t * batch + b) * gates;
-        float* d_row = D + (t * batch + b) * gates;
-        const long row = (t * batch + b) * hidden;
-        v16 i = load_n(a_row + j, n), f = load_n(a_row + hidden + j, n);
-        v16 o = load_n(a_row + 2 * hidden + j, n), gg = load_n(a_row + 3 * hidden + j, n);
-        v16 tanh_c = tanh_v(load_n(C + row + j, n));
-        v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
-        v16 dc = load_n(dc_out + b * hidden + j, n) + dh * o * (1.0f - tanh_c * tanh_c);
-        const v16 d_gates[4] = {dc * gg * i * (1.0f - i), dc * load_n(c_prev + b * hidden + j, n) * f * (1.0f - f),
-                                dh * tanh_c * o * (1.0f - o), dc * i * (1.0f - gg * gg)};
-        for (int g = 0; g < 4; ++g) store_n(d_row + g * hidden + j, d_gates[g], n);
-        store_n(dc_out + b * hidden + j, dc * f, n);
-      }
-    }
-    for (int g = 0; g < 4; ++g) {
-      to_k_major(d_copy.data + (s % 2) * batch * gates, D + t * batch * gates, gates, batch, g * hidden + unit_begin,
-                 g * hidden + unit_end);
-    }
+      const float* a_row = A + (t * batch + b) * gates;
+      float* d_row = D + (t * batch + b) * gates;
+      const long row = (t * batch + b) * hidden;
+      v16 i = load_n(a_row + j, n), f = load_n(a_row + hidden + j, n);
+      v16 o = load_n(a_row + 2 * hidden + j, n), gg = load_n(a_row + 3 * hidden + j, n);
+      v16 tanh_c = tanh_v(load_n(C + row + j, n));
+      v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
+      v16 dc = load_n(dc_out + b * hidden + j, n) + dh * o * (1.0f - tanh_c * tanh_c);
+      const v16 d_gates[4] = {dc * gg * i * (1.0f - i), dc * load_n(c_prev + b * hidden + j, n) * f * (1.0f - f),
+                              dh * tanh_c * o * (1.0f - o), dc * i * (1.0f - gg * gg)};
+      for (int g = 0; g < 4; ++g) store_n(d_row + g * hidden + j, d_gates[g], n);
+      store_n(dc_out + b * hidden + j, dc * f, n);
+    });
   };
   run_phased(pool, helper_count(pool, 8 * batch * hidden * hidden, chunks), steps + 2, chunks, work);
   return ffi::Error::Success();
@@ -642,53 +655,40 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight
       copy_units(dh_carry.data, ldc, DH_final, hidden, batch, unit_begin, unit_end);
       return;
     }
-    const long s = phase - 1, t = reverse ? s : steps - 1 - s;
-    // dh_carry for the panel's units of step s-1: d_rec W (all of step s-1's d_rec) + dh (1 - u).
-    const auto finish_previous_step = [&](long p) {
-      rows_times_panel(d_copy.data + ((s + 1) % 2) * batch * gates, batch, static_cast<int>(batch),
-                       packed.data + p * gates * kLanes, static_cast<int>(gates), dh_carry.data + p * kLanes, ldc);
+    const long s = phase - 1;
+    const long t = s == steps ? 0 : (reverse ? s : steps - 1 - s);  // phase T only finishes step T-1
+    const auto add_direct = [&](long p) {  // dh_carry of step s-1 = d_rec W (just multiplied) + dh (1 - u)
       for (long b = 0; b < batch; ++b) {
         for (long j = p * kLanes; j < std::min((p + 1) * kLanes, hidden); ++j) {
           dh_carry.data[b * ldc + j] += direct.data[b * ldc + j];
         }
       }
     };
-    if (s == steps) {
-      for (long p = first; p < last && s > 0; ++p) finish_previous_step(p);
-      copy_units(dh_out, hidden, dh_carry.data, ldc, batch, unit_begin, unit_end);
-      return;
-    }
     const bool first_step = reverse ? t == steps - 1 : t == 0;
     const float* h_prev = first_step ? H0 : H + (reverse ? t + 1 : t - 1) * batch * hidden;
-    for (long p = first; p < last; ++p) {  // panel by panel, as in the LSTM
-      if (s > 0) finish_previous_step(p);
-      const long j = p * kLanes;
+    backward_step_panels(s, steps, batch, hidden, 3, packed.data, d_copy.data + ((s + 1) % 2) * batch * gates,
+                         d_copy.data + (s % 2) * batch * gates, DR + t * batch * gates, dh_carry.data, ldc, dh_out,
+                         first, last, add_direct, [&](long b, long j) {
       const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
-      for (long b = 0; b < batch; ++b) {
-        const float* a_row = A + (t * batch + b) * 4 * hidden;
-        float* dp_row = DP + (t * batch + b) * gates;
-        float* dr_row = DR + (t * batch + b) * gates;
-        const long row = (t * batch + b) * hidden;
-        v16 r = load_n(a_row + j, n), u = load_n(a_row + hidden + j, n);
-        v16 g = load_n(a_row + 2 * hidden + j, n), rho = load_n(a_row + 3 * hidden + j, n);
-        v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
-        v16 d_pre_g = dh * u * (1.0f - g * g);
-        v16 d_pre_r = d_pre_g * rho * r * (1.0f - r);
-        v16 d_pre_u = dh * (g - load_n(h_prev + b * hidden + j, n)) * u * (1.0f - u);
-        v16 d_rec_g = d_pre_g * r;
-        store_n(dp_row + j, d_pre_r, n);
-        store_n(dp_row + hidden + j, d_pre_u, n);
-        store_n(dp_row + 2 * hidden + j, d_pre_g, n);
-        store_n(dr_row + j, d_pre_r, n);
-        store_n(dr_row + hidden + j, d_pre_u, n);
-        store_n(dr_row + 2 * hidden + j, d_rec_g, n);
-        store_n(direct.data + b * ldc + j, dh * (1.0f - u), n);
-      }
-    }
-    for (int g = 0; g < 3; ++g) {
-      to_k_major(d_copy.data + (s % 2) * batch * gates, DR + t * batch * gates, gates, batch, g * hidden + unit_begin,
-                 g * hidden + unit_end);
-    }
+      const float* a_row = A + (t * batch + b) * 4 * hidden;
+      float* dp_row = DP + (t * batch + b) * gates;
+      float* dr_row = DR + (t * batch + b) * gates;
+      const long row = (t * batch + b) * hidden;
+      v16 r = load_n(a_row + j, n), u = load_n(a_row + hidden + j, n);
+      v16 g = load_n(a_row + 2 * hidden + j, n), rho = load_n(a_row + 3 * hidden + j, n);
+      v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
+      v16 d_pre_g = dh * u * (1.0f - g * g);
+      v16 d_pre_r = d_pre_g * rho * r * (1.0f - r);
+      v16 d_pre_u = dh * (g - load_n(h_prev + b * hidden + j, n)) * u * (1.0f - u);
+      v16 d_rec_g = d_pre_g * r;
+      store_n(dp_row + j, d_pre_r, n);
+      store_n(dp_row + hidden + j, d_pre_u, n);
+      store_n(dp_row + 2 * hidden + j, d_pre_g, n);
+      store_n(dr_row + j, d_pre_r, n);
+      store_n(dr_row + hidden + j, d_pre_u, n);
+      store_n(dr_row + 2 * hidden + j, d_rec_g, n);
+      store_n(direct.data + b * ldc + j, dh * (1.0f - u), n);
+    });
   };
   run_phased(pool, helper_count(pool, 6 * batch * hidden * hidden, chunks), steps + 2, chunks, work);
   return ffi::Error::Success();
