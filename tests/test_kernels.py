@@ -214,9 +214,12 @@ def test_softmax_xent_equals_autodiff_of_logsumexp(rows, classes):
     want_lse, want_nll, (want_dz, want_dc) = xent_oracle(logits, bias, targets, d_nll)
     np.testing.assert_allclose(lse, want_lse, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(nll, want_nll, rtol=1e-5, atol=1e-5)
-    d_logits, d_bias = kernels.softmax_xent_backward(logits, bias, targets, lse, d_nll)
+    nll_too, d_unit = kernels.softmax_xent_value_and_grad(logits, bias, targets)
+    np.testing.assert_allclose(nll_too, want_nll, rtol=1e-5, atol=1e-5)
+    # The unit-cotangent gradient scaled by g per row is the logits' cotangent; its column sums the bias's.
+    d_logits = d_nll[:, None] * d_unit
     np.testing.assert_allclose(d_logits, want_dz, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(d_bias, want_dc, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(d_logits.sum(0), want_dc, rtol=1e-4, atol=1e-6)
 
 
 @needs_kernel
@@ -229,22 +232,47 @@ def test_softmax_xent_extremes():
     targets = jnp.array([3, 39, 0, 0, 1])
     bias = jnp.zeros(classes)
     lse, nll = kernels.softmax_xent_forward(logits, bias, targets)
-    d_logits, _ = kernels.softmax_xent_backward(logits, bias, targets, lse, jnp.ones(5))
+    _, d_logits = kernels.softmax_xent_value_and_grad(logits, bias, targets)
     np.testing.assert_allclose(nll[:2], [0.0, 0.0], atol=1e-6)
     np.testing.assert_array_equal(d_logits[0], jnp.zeros(classes))
     np.testing.assert_array_equal(d_logits[1], jnp.zeros(classes))
     assert bool(jnp.isnan(nll[2])) and bool(jnp.isnan(d_logits[2]).all())
     bad_lse, bad_nll = kernels.softmax_xent_forward(logits, bias, jnp.array([3, 39, 0, classes, -1]))
     assert bool(jnp.isnan(bad_nll[3:]).all()) and bool(jnp.isfinite(bad_nll[:2]).all())
+    bad_nll_too, bad_d = kernels.softmax_xent_value_and_grad(logits, bias, jnp.array([3, 39, 0, classes, -1]))
+    assert bool(jnp.isnan(bad_nll_too[3:]).all()) and bool(jnp.isnan(bad_d[3:]).all())
+    np.testing.assert_array_equal(bad_d[:2], d_logits[:2])
     want_lse, want_nll, (want_dz, _) = xent_oracle(logits[3:], bias, targets[3:], jnp.ones(2))
     np.testing.assert_allclose(nll[3:], want_nll, rtol=1e-6)
     assert float(d_logits[4, 0]) == 0.0 and float(want_dz[1, 0]) < 1e-30  # exp(-200) underflows to 0 in both
 
 
 @needs_kernel
+def test_softmax_xent_value_and_grad_leaves_logits_that_are_still_read_intact():
+    """The gradient is written over the logits only when XLA can donate them; a caller still reading them gets
+    them unchanged (XLA copies first), inside jit and outside."""
+    logits = jax.random.normal(jax.random.key(0), (6, 50))
+    targets = jnp.arange(6)
+    kept = np.asarray(logits)
+
+    @jax.jit
+    def both(logits):
+        return kernels.softmax_xent_value_and_grad(logits, jnp.zeros(50), targets)[1], logits * 1.0
+
+    d_logits, after = both(logits)
+    np.testing.assert_array_equal(after, kept)
+    np.testing.assert_array_equal(logits, kept)
+    want = jax.nn.softmax(logits) - jax.nn.one_hot(targets, 50)
+    np.testing.assert_allclose(d_logits, want, rtol=1e-5, atol=1e-7)
+
+
+@needs_kernel
 def test_softmax_xent_rejects_mismatched_shapes():
     with pytest.raises(Exception, match=r"expected logits \(N, K\), bias \(K,\), targets \(N,\)"):
         jax.block_until_ready(kernels.softmax_xent_forward(jnp.zeros((4, 8)), jnp.zeros(7), jnp.zeros(4, jnp.int32)))
+    with pytest.raises(Exception, match=r"got bias \(8,\), targets \(3,\)"):
+        jax.block_until_ready(kernels.softmax_xent_value_and_grad(jnp.zeros((4, 8)), jnp.zeros(8),
+                                                                  jnp.zeros(3, jnp.int32)))
 
 
 @needs_kernel

@@ -111,7 +111,7 @@ def _load() -> bool:
                              ("rnn_jax_gru_forward", library.RnnJaxGruForward),
                              ("rnn_jax_gru_backward", library.RnnJaxGruBackward),
                              ("rnn_jax_xent_forward", library.RnnJaxXentForward),
-                             ("rnn_jax_xent_backward", library.RnnJaxXentBackward)):
+                             ("rnn_jax_xent_value_and_grad", library.RnnJaxXentValueAndGrad)):
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
         return True
     except Exception as error:  # noqa: BLE001 - any failure means "use the XLA loop", said once
@@ -227,9 +227,17 @@ def softmax_xent_forward(logits: jax.Array, bias: jax.Array, targets: jax.Array)
     return call(logits, bias, targets.astype(jnp.int32))
 
 
-def softmax_xent_backward(logits: jax.Array, bias: jax.Array, targets: jax.Array, lse: jax.Array, d_nll: jax.Array):
-    """Backward of `softmax_xent_forward`: `(d_logits (N, K), d_bias (K,))` for the cotangent d_nll (N,) of nll."""
+def softmax_xent_value_and_grad(logits: jax.Array, bias: jax.Array, targets: jax.Array):
+    """`(nll (N,), d_logits (N, K))` in one pass per row: the loss of `softmax_xent_forward` and its gradient for a
+    unit cotangent, d_logits[n] = softmax(logits[n] + bias) - onehot(targets[n]).
+
+    For training: a cotangent g (N,) of nll gives the logits' gradient g[:, None] * d_logits, and since that row
+    scale commutes with the products that read it, no backward pass over the (N, K) logits is needed. The result
+    is written over `logits` when XLA can donate it (it can inside a jitted step where nothing else reads them).
+    A target outside [0, K) gives NaN for that row's loss and gradient.
+    """
     _require()
-    out = (jax.ShapeDtypeStruct(logits.shape, jnp.float32), jax.ShapeDtypeStruct(bias.shape, jnp.float32))
-    call = jax.ffi.ffi_call("rnn_jax_xent_backward", out, vmap_method="sequential")
-    return call(logits, bias, targets.astype(jnp.int32), lse, d_nll)
+    out = (jax.ShapeDtypeStruct(logits.shape[:1], jnp.float32), jax.ShapeDtypeStruct(logits.shape, jnp.float32))
+    call = jax.ffi.ffi_call("rnn_jax_xent_value_and_grad", out, vmap_method="sequential",
+                            input_output_aliases={0: 1})
+    return call(logits, bias, targets.astype(jnp.int32))

@@ -697,11 +697,11 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight
 
 // ------------------------------------------------------------------------------------------ softmax cross-entropy
 // The output layer's loss, per row n of the logits z = X + c (X the product h V^T, (N, K); c the bias, (K,)):
-//   forward:  lse_n = log Σ_k exp(z_nk);  nll_n = lse_n - z_n,t_n                     outputs lse, nll (N,)
-//   backward: dz_nk = g_n (exp(z_nk - lse_n) - [k = t_n]);  dc = Σ_n dz_n             outputs dz (N, K), dc (K,)
+//   forward:          lse_n = log Σ_k exp(z_nk);  nll_n = lse_n - z_n,t_n              outputs lse, nll (N,)
+//   value and grad:   nll_n and dz_nk = exp(z_nk - lse_n) - [k = t_n]                  outputs nll (N,), dz (N, K)
 // XLA runs these as about eight passes over the (N, K) logits (bias add, max, exp, sum, scale, scatter of the
-// label, bias gradient); here each is one pass per row while the row is in cache. A target outside [0, K) gives
-// a NaN loss and NaN gradient row.
+// label, and in the backward pass the same again); here each is one pass per row while the row is in cache. A
+// target outside [0, K) gives a NaN loss and NaN gradient row.
 
 inline v16 load_or(const float* p, int n, float fill) {
   if (n == kLanes) return *reinterpret_cast<const v16u*>(p);
@@ -785,62 +785,56 @@ ffi::Error XentForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits
   return ffi::Error::Success();
 }
 
-ffi::Error XentBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits, ffi::Buffer<ffi::F32, 1> bias,
-                            ffi::Buffer<ffi::S32, 1> targets, ffi::Buffer<ffi::F32, 1> lse,
-                            ffi::Buffer<ffi::F32, 1> d_nll, ffi::ResultBuffer<ffi::F32, 2> d_logits,
-                            ffi::ResultBuffer<ffi::F32, 1> d_bias) {
+// Value and gradient, for training: nll_n and dz_n = softmax(z_n) - onehot(t_n), the gradient of nll_n for a
+// unit cotangent. The caller scales rows by g_n after the products that read dz (a row
+// scale commutes with them), so no backward pass over the (N, K) logits is needed. `out` may alias `logits`:
+// each element is read before its own slot is written, and z_{n,t_n} is read before the row is overwritten.
+ffi::Error XentValueAndGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits, ffi::Buffer<ffi::F32, 1> bias,
+                                ffi::Buffer<ffi::S32, 1> targets, ffi::ResultBuffer<ffi::F32, 1> nll,
+                                ffi::ResultBuffer<ffi::F32, 2> d_logits) {
   const long rows = logits.dimensions()[0], classes = logits.dimensions()[1];
   if (auto error = check_xent_shapes(rows, classes, bias.dimensions()[0], targets.dimensions()[0]); error.failure()) {
     return error;
   }
-  if (lse.dimensions()[0] != rows || d_nll.dimensions()[0] != rows) {
-    return ffi::Error::InvalidArgument("softmax cross-entropy kernel: lse and d_nll must have shape (N,)");
-  }
+  if (rows == 0) return ffi::Error::Success();
   const float* X = logits.typed_data();
   const float* c = bias.typed_data();
   const int32_t* t = targets.typed_data();
-  const float* L = lse.typed_data();
-  const float* G = d_nll.typed_data();
+  float* Y = nll->typed_data();
   float* D = d_logits->typed_data();
-  float* dc = d_bias->typed_data();
-  if (rows == 0) {
-    std::fill(dc, dc + classes, 0.0f);
-    return ffi::Error::Success();
-  }
   const long chunks = row_chunk_count(rows);
-  const long ldp = ((classes + kLanes - 1) / kLanes) * kLanes + kLanes;  // padded: partial rows 4 KiB apart alias
-  AlignedBuffer partial(chunks * ldp);
-  const std::function<void(long, long)> work = [&](long phase, long chunk) {
-    if (phase == 1) {  // d_bias: this chunk's columns summed over the row chunks' partial sums
-      const long begin = classes * chunk / chunks, end = classes * (chunk + 1) / chunks;
-      for (long k = begin; k < end; ++k) {
-        float s = 0.0f;
-        for (long q = 0; q < chunks; ++q) s += partial.data[q * ldp + k];
-        dc[k] = s;
-      }
-      return;
-    }
-    float* sum = partial.data + chunk * ldp;
-    std::fill(sum, sum + ldp, 0.0f);
+  const float inf = __builtin_inff();
+  const std::function<void(long, long)> work = [&](long, long chunk) {
     for (long n = rows * chunk / chunks; n < rows * (chunk + 1) / chunks; ++n) {
       const float* x = X + n * classes;
       float* d = D + n * classes;
-      const float g = G[n], shift = L[n];
       const bool valid = t[n] >= 0 && t[n] < classes;
-      const float scale = valid ? g : __builtin_nanf("");
+      const float target_logit = valid ? x[t[n]] + c[t[n]] : __builtin_nanf("");
+      v16 m = (v16){} - inf;
       for (long k = 0; k < classes; k += kLanes) {
         const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
-        v16 dz = scale * exp_or_zero(load_n(x + k, w) + load_n(c + k, w) - shift);
-        store_n(d + k, dz, w);
-        *reinterpret_cast<v16*>(sum + k) += dz;
+        v16 z = load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f);
+        m = z > m ? z : m;
       }
-      if (valid) {
-        d[t[n]] -= g;
-        sum[t[n]] -= g;
+      const float row_max = horizontal_max(m);
+      v16 sums[2] = {(v16){}, (v16){}};
+      for (long k = 0; k < classes; k += kLanes) {
+        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
+        v16 e = exp_or_zero(load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f) - row_max);
+        sums[(k / kLanes) & 1] += e;
+        store_n(d + k, e, w);
       }
+      const float sum = horizontal_sum(sums[0] + sums[1]);
+      Y[n] = row_max + std::log(sum) - target_logit;
+      const float scale = valid ? 1.0f / sum : __builtin_nanf("");
+      for (long k = 0; k < classes; k += kLanes) {
+        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
+        store_n(d + k, scale * load_n(d + k, w), w);
+      }
+      if (valid) d[t[n]] -= 1.0f;
     }
   };
-  run_phased(pool, helper_count(pool, 8 * rows * classes, chunks), 2, chunks, work);
+  run_phased(pool, helper_count(pool, 8 * rows * classes, chunks), 1, chunks, work);
   return ffi::Error::Success();
 }
 
@@ -913,13 +907,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxXentForward, XentForwardImpl,
                                   .Ret<Array1>()
                                   .Ret<Array1>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxXentBackward, XentBackwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxXentValueAndGrad, XentValueAndGradImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<Array2>()
                                   .Arg<Array1>()
                                   .Arg<Labels>()
-                                  .Arg<Array1>()
-                                  .Arg<Array1>()
-                                  .Ret<Array2>()
-                                  .Ret<Array1>());
+                                  .Ret<Array1>()
+                                  .Ret<Array2>());
