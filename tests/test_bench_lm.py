@@ -21,5 +21,9 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
     assert set(saved["compile_vs_T"]["lstm"][0]) == {"T", "fused", "unroll=1", "full unroll"}
     table = (tmp_path / "bench_lm.md").read_text()
     assert "| notes | lstm | train |" in table and "1.5x" in table
+    # The bar's required share of peak is 1.5x the peer's share, as printed.
+    torch_share = next(r["flops_fraction"] for r in saved["results"] if r["impl"] == "torch")
+    row = next(line for line in table.splitlines() if line.startswith("| notes | lstm | train |"))
+    assert row.rstrip(" |").endswith(f"{100 * 1.5 * torch_share:.0f}%")
     for png in ("bench_lm_tokens.png", "bench_compile_vs_T.png"):
         assert (tmp_path / png).stat().st_size > 1000

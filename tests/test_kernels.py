@@ -100,6 +100,30 @@ def test_gru_forward_and_backward_equal_autodiff_of_a_scan(steps, batch, hidden,
 
 
 @needs_kernel
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bias_added_in_the_kernel_equals_bias_added_to_the_inputs(cell):
+    """The forward kernels add b themselves (fused_scan passes U x_t without it): the same as adding it to the
+    inputs first, to the bit, since the sum (P + b) + W h runs in the same order either way."""
+    steps, batch, hidden = 6, 5, 37
+    gates = 4 if cell == "lstm" else 3
+    keys = jax.random.split(jax.random.key(2), 5)
+    projected = jax.random.normal(keys[0], (steps, batch, gates * hidden))
+    W = jax.random.normal(keys[1], (gates * hidden, hidden)) * hidden ** -0.5
+    bias = jax.random.normal(keys[2], (gates * hidden,))
+    h0 = jax.random.normal(keys[3], (batch, hidden))
+    if cell == "lstm":
+        c0 = jax.random.normal(keys[4], (batch, hidden))
+        run = lambda p, b: kernels.lstm_forward(p, W, h0, c0, b)
+    else:
+        b_rg = jax.random.normal(keys[4], (hidden,))
+        run = lambda p, b: kernels.gru_forward(p, W, b_rg, h0, b)
+    for got, want in zip(run(projected, bias), run(projected + bias, None)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(Exception, match=r"and the bias \(%dH,\)" % gates):
+        jax.block_until_ready(run(projected, bias[:-1]))
+
+
+@needs_kernel
 def test_saturated_and_non_finite_gates():
     """Pre-activations of ±100 saturate exactly as the reference does; a NaN input stays NaN (the train step's
     non-finite guard relies on it)."""

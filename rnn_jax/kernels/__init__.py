@@ -139,13 +139,15 @@ def _require() -> None:
                                "use rnn_jax.fused_scan(..., native=False) or set RNN_JAX_NATIVE=0")
 
 
-def lstm_forward(projected: jax.Array, W: jax.Array, h0: jax.Array, c0: jax.Array, *, reverse: bool = False):
+def lstm_forward(projected: jax.Array, W: jax.Array, h0: jax.Array, c0: jax.Array, bias: jax.Array | None = None, *,
+                 reverse: bool = False):
     """The LSTM loop given the input products: `(hs, cs, acts)`.
 
     Args:
-        projected: U x_t + b for every step, (T, B, 4H), gates i, f, o, g.
+        projected: U x_t for every step, (T, B, 4H), gates i, f, o, g.
         W: recurrent weights, (4H, H).
         h0, c0: initial carry, (B, H).
+        bias: b, (4H,), added inside the loop (None: no bias); passing U x_t + b here with no bias is the same.
         reverse: run from t = T-1 down to 0 (outputs stay indexed by t).
 
     Returns:
@@ -156,8 +158,9 @@ def lstm_forward(projected: jax.Array, W: jax.Array, h0: jax.Array, c0: jax.Arra
     hidden = h0.shape[-1]
     out = (jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32),) * 2 + (
         jax.ShapeDtypeStruct((steps, batch, gates), jnp.float32),)
+    bias = jnp.zeros((gates,), jnp.float32) if bias is None else bias
     call = jax.ffi.ffi_call("rnn_jax_lstm_forward", out, vmap_method="sequential")
-    return call(projected, W, h0, c0, reverse=np.int64(reverse))
+    return call(projected, W, h0, c0, bias, reverse=np.int64(reverse))
 
 
 def lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, *, reverse: bool = False):
@@ -173,14 +176,16 @@ def lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, *, reverse: bool 
     return call(W, acts, cs, c0, d_hs, d_h_final, d_c_final, reverse=np.int64(reverse))
 
 
-def gru_forward(projected: jax.Array, W: jax.Array, b_rg: jax.Array, h0: jax.Array, *, reverse: bool = False):
+def gru_forward(projected: jax.Array, W: jax.Array, b_rg: jax.Array, h0: jax.Array, bias: jax.Array | None = None, *,
+                reverse: bool = False):
     """The reset-after GRU loop given the input products: `(hs, acts)`.
 
     Args:
-        projected: U x_t + b for every step, (T, B, 3H), gates r, u, g.
+        projected: U x_t for every step, (T, B, 3H), gates r, u, g.
         W: recurrent weights, (3H, H).
         b_rg: the candidate's recurrent bias, (H,) (zeros for none).
         h0: initial state, (B, H).
+        bias: the input bias b, (3H,), added inside the loop (None: no bias).
         reverse: run from t = T-1 down to 0 (outputs stay indexed by t).
 
     Returns:
@@ -191,8 +196,9 @@ def gru_forward(projected: jax.Array, W: jax.Array, b_rg: jax.Array, h0: jax.Arr
     hidden = h0.shape[-1]
     out = (jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32),
            jax.ShapeDtypeStruct((steps, batch, 4 * hidden), jnp.float32))
+    bias = jnp.zeros((3 * hidden,), jnp.float32) if bias is None else bias
     call = jax.ffi.ffi_call("rnn_jax_gru_forward", out, vmap_method="sequential")
-    return call(projected, W, b_rg, h0, reverse=np.int64(reverse))
+    return call(projected, W, b_rg, h0, bias, reverse=np.int64(reverse))
 
 
 def gru_backward(W, acts, hs, h0, d_hs, d_h_final, *, reverse: bool = False):

@@ -8,15 +8,16 @@
 // of the product), with one synchronisation point per step.
 //
 // LSTM (the GRU's equations and shapes are at its section below):
-//   forward  (per step t):  rec = h_{t-1} W^T;  pre = P_t + rec;  i, f, o = σ(pre_{i,f,o});  g = tanh(pre_g)
+//   forward  (per step t):  rec = h_{t-1} W^T;  pre = P_t + b + rec;  i, f, o = σ(pre_{i,f,o});  g = tanh(pre_g)
 //                           c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)          outputs hs, cs, acts = (i, f, o, g)
 //   backward (reverse order): dh = dhs_t + dh_carry;  dc = dc_carry + dh o (1 - tanh²c_t)
 //                           d_pre = (dc g i(1-i), dc c_{t-1} f(1-f), dh tanh(c_t) o(1-o), dc i (1-g²))
 //                           dc_carry = dc f;  dh_carry = d_pre W                     outputs d_pre, dh_0, dc_0
 // The weight gradient and the input products stay in XLA as single large products (see rnn_jax/fused.py).
 //
-// Shapes (float32, row-major): P, acts, d_pre (T, B, 4H); hs, cs, dhs (T, B, H); W (4H, H) with gate blocks in
-// the order i, f, o, g; h0, c0, dh_T, dc_T (B, H). Attribute `reverse` (0/1) runs time backwards, as lax.scan.
+// Shapes (float32, row-major): P (U x_t without the bias), acts, d_pre (T, B, 4H); b (4H,); hs, cs, dhs (T, B, H);
+// W (4H, H) with gate blocks in the order i, f, o, g; h0, c0, dh_T, dc_T (B, H). The bias is added here rather
+// than to P in XLA, which would be one more pass over the (T, B, 4H) products (2.7% of a `long` train step). Attribute `reverse` (0/1) runs time backwards, as lax.scan.
 // Built by rnn_jax/kernels/__init__.py with the machine's own instruction set (-march=native).
 
 #include <algorithm>
@@ -389,13 +390,13 @@ void pack_column_panels(const float* W, long rows, long hidden, long first, long
 // ------------------------------------------------------------------------------------------ forward
 ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected,
                            ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 2> h0,
-                           ffi::Buffer<ffi::F32, 2> c0, ffi::ResultBuffer<ffi::F32, 3> hs,
-                           ffi::ResultBuffer<ffi::F32, 3> cs, ffi::ResultBuffer<ffi::F32, 3> acts,
-                           int64_t reverse) {
+                           ffi::Buffer<ffi::F32, 2> c0, ffi::Buffer<ffi::F32, 1> bias,
+                           ffi::ResultBuffer<ffi::F32, 3> hs, ffi::ResultBuffer<ffi::F32, 3> cs,
+                           ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse) {
   const long steps = projected.dimensions()[0], batch = projected.dimensions()[1];
   const long hidden = h0.dimensions()[1];
-  if (projected.dimensions()[2] != 4 * hidden) {
-    return ffi::Error::InvalidArgument("LSTM kernel: projected inputs must be (T, B, 4H)");
+  if (projected.dimensions()[2] != 4 * hidden || bias.dimensions()[0] != 4 * hidden) {
+    return ffi::Error::InvalidArgument("LSTM kernel: projected inputs must be (T, B, 4H) and the bias (4H,)");
   }
   if (auto error = check_shapes("LSTM", 4, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
       error.failure()) {
@@ -406,6 +407,7 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
   const float* W = weight.typed_data();
   const float* H0 = h0.typed_data();
   const float* C0 = c0.typed_data();
+  const float* bias_in = bias.typed_data();
   float* H = hs->typed_data();
   float* C = cs->typed_data();
   float* A = acts->typed_data();
@@ -446,10 +448,12 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
       const float* r_row = rec.data + b * ldr;
       float* a_row = A + (t * batch + b) * 4 * hidden;
       const long row = (t * batch + b) * hidden;
-      v16 i = sigmoid_v(load_n(p_row + j, n) + load_n(r_row + j, n));
-      v16 f = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(r_row + padded + j, n));
-      v16 o = sigmoid_v(load_n(p_row + 2 * hidden + j, n) + load_n(r_row + 2 * padded + j, n));
-      v16 gg = tanh_v(load_n(p_row + 3 * hidden + j, n) + load_n(r_row + 3 * padded + j, n));
+      v16 i = sigmoid_v(load_n(p_row + j, n) + load_n(bias_in + j, n) + load_n(r_row + j, n));
+      v16 f = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(bias_in + hidden + j, n) + load_n(r_row + padded + j, n));
+      v16 o = sigmoid_v(load_n(p_row + 2 * hidden + j, n) + load_n(bias_in + 2 * hidden + j, n) +
+                        load_n(r_row + 2 * padded + j, n));
+      v16 gg = tanh_v(load_n(p_row + 3 * hidden + j, n) + load_n(bias_in + 3 * hidden + j, n) +
+                      load_n(r_row + 3 * padded + j, n));
       v16 c = f * load_n(c_prev + b * hidden + j, n) + i * gg;
       v16 h = o * tanh_v(c);
       store_n(C + row + j, c, n);
@@ -548,18 +552,20 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
 
 
 // ------------------------------------------------------------------------------------------ GRU (reset-after)
-//   forward:  rec = h_{t-1} W^T;  r, u = σ(P_{r,u} + rec_{r,u});  ρ = rec_g + b_rg;  g = tanh(P_g + r ρ)
+//   forward:  rec = h_{t-1} W^T;  r, u = σ(P_{r,u} + b_{r,u} + rec_{r,u});  ρ = rec_g + b_rg;  g = tanh(P_g + b_g + r ρ)
 //             h_t = u g + (1 - u) h_{t-1}                                          outputs hs, acts = (r, u, g, ρ)
 //   backward: dh = dhs_t + dh_carry;  d_pre_g = dh u (1-g²);  d_pre_r = d_pre_g ρ r(1-r);  d_pre_u = dh (g - h_{t-1}) u(1-u)
 //             d_projected = (d_pre_r, d_pre_u, d_pre_g);  d_rec = (d_pre_r, d_pre_u, r d_pre_g)
 //             dh_carry = dh (1 - u) + d_rec W                                    outputs d_projected, d_rec, dh_0
 ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected, ffi::Buffer<ffi::F32, 2> weight,
                           ffi::Buffer<ffi::F32, 1> recurrent_bias, ffi::Buffer<ffi::F32, 2> h0,
-                          ffi::ResultBuffer<ffi::F32, 3> hs, ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse) {
+                          ffi::Buffer<ffi::F32, 1> bias, ffi::ResultBuffer<ffi::F32, 3> hs,
+                          ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse) {
   const long steps = projected.dimensions()[0], batch = projected.dimensions()[1];
   const long hidden = h0.dimensions()[1];
-  if (projected.dimensions()[2] != 3 * hidden || recurrent_bias.dimensions()[0] != hidden) {
-    return ffi::Error::InvalidArgument("GRU kernel: projected inputs must be (T, B, 3H) and b_rg (H,)");
+  if (projected.dimensions()[2] != 3 * hidden || recurrent_bias.dimensions()[0] != hidden ||
+      bias.dimensions()[0] != 3 * hidden) {
+    return ffi::Error::InvalidArgument("GRU kernel: projected inputs must be (T, B, 3H), b_rg (H,) and the bias (3H,)");
   }
   if (auto error = check_shapes("GRU", 3, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
       error.failure()) {
@@ -570,6 +576,7 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> project
   const float* W = weight.typed_data();
   const float* BRG = recurrent_bias.typed_data();
   const float* H0 = h0.typed_data();
+  const float* bias_in = bias.typed_data();
   float* H = hs->typed_data();
   float* A = acts->typed_data();
   const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
@@ -603,10 +610,10 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> project
       const float* r_row = rec.data + b * ldr;
       float* a_row = A + (t * batch + b) * 4 * hidden;
       const long row = (t * batch + b) * hidden;
-      v16 r = sigmoid_v(load_n(p_row + j, n) + load_n(r_row + j, n));
-      v16 u = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(r_row + padded + j, n));
+      v16 r = sigmoid_v(load_n(p_row + j, n) + load_n(bias_in + j, n) + load_n(r_row + j, n));
+      v16 u = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(bias_in + hidden + j, n) + load_n(r_row + padded + j, n));
       v16 rho = load_n(r_row + 2 * padded + j, n) + load_n(BRG + j, n);
-      v16 g = tanh_v(load_n(p_row + 2 * hidden + j, n) + r * rho);
+      v16 g = tanh_v(load_n(p_row + 2 * hidden + j, n) + load_n(bias_in + 2 * hidden + j, n) + r * rho);
       v16 previous = load_n(h_prev_rows + b * hidden + j, n);
       v16 h = u * g + (1.0f - u) * previous;
       store_n(H + row + j, h, n);
@@ -853,6 +860,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmForward, LstmForwardImpl,
                                   .Arg<Array2>()
                                   .Arg<Array2>()
                                   .Arg<Array2>()
+                                  .Arg<Array1>()
                                   .Ret<Array3>()
                                   .Ret<Array3>()
                                   .Ret<Array3>()
@@ -880,6 +888,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruForward, GruForwardImpl,
                                   .Arg<Array2>()
                                   .Arg<Array1>()
                                   .Arg<Array2>()
+                                  .Arg<Array1>()
                                   .Ret<Array3>()
                                   .Ret<Array3>()
                                   .Attr<int64_t>("reverse"));
