@@ -26,6 +26,7 @@ import math
 import os
 import pathlib
 import signal
+import sys
 import threading
 import time
 import typing
@@ -425,14 +426,13 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
         config: the run's config (None with resume=True: the saved one).
         run_dir: the run directory (created).
         resume: continue from the newest intact checkpoint in `run_dir`.
-        progress: show a progress bar per epoch.
+        progress: show progress within each epoch: a bar on a terminal; elsewhere (a log file, CI) a plain line
+            at most every 30 s, since a bar's carriage returns would pile up there.
         log: where the per-epoch lines go.
 
     Returns:
         `TrainResult`.
     """
-    from tqdm.auto import tqdm
-
     from rnn_jax.checkpoints import Checkpointer
     from rnn_jax.runlog import RunLog
 
@@ -527,8 +527,8 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
                 record.update(epoch_nll=0.0, epoch_windows=0, epoch_seconds=0.0)
             running = []
             epoch_start = time.perf_counter() - record["epoch_seconds"]
-            bar = tqdm(total=windows_per_epoch, initial=record["window"], desc=f"epoch {epoch + 1}/{config.epochs}",
-                       unit="win", disable=not (progress and primary), mininterval=0.5, leave=False)
+            bar = progress_bar(windows_per_epoch, record["window"], f"epoch {epoch + 1}/{config.epochs}",
+                               enabled=progress and primary)
             for index in range(record["window"], windows_per_epoch):
                 if stop["signum"] is not None:
                     bar.close()
@@ -614,6 +614,44 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
         f"{test['perplexity']:.2f} ({test['nll']:.4f} nats/token); run saved in {run_dir}")
     return TrainResult(run_dir=run_dir, config=config, history=history, valid=valid, test=test, sample=sample,
                        params=best_params, train_step=train_step, vocab=corpus.vocab)
+
+
+class LineProgress:
+    """A progress report for a stream that is not a terminal: `desc: n/total win  key=value ...` on its own line,
+    at most every `interval` seconds (and when closed), in place of a bar's carriage-return redraws."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "", *, stream=None, interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.total, self.n, self.desc = total, initial, desc
+        self.stream, self.interval, self.clock = stream, interval, clock
+        self.postfix: dict = {}
+        self.last = clock()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.clock() - self.last >= self.interval:
+            self._print()
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = values
+
+    def close(self) -> None:
+        self._print()
+
+    def _print(self) -> None:
+        self.last = self.clock()
+        extra = "".join(f"  {key}={value}" for key, value in self.postfix.items())
+        print(f"{self.desc}: {self.n}/{self.total} win{extra}", file=self.stream or sys.stderr, flush=True)
+
+
+def progress_bar(total: int, initial: int, desc: str, *, enabled: bool = True):
+    """tqdm's bar on a terminal; `LineProgress` when stderr is redirected; a silent tqdm when not `enabled`."""
+    from tqdm.auto import tqdm
+
+    if enabled and not sys.stderr.isatty():
+        return LineProgress(total, initial, desc)
+    return tqdm(total=total, initial=initial, desc=desc, unit="win", disable=not enabled, mininterval=0.5,
+                leave=False)
 
 
 def load_run_for_sampling(run_dir: str | os.PathLike, which: str = "best"):

@@ -14,8 +14,8 @@ import pytest
 from rnn_jax import data as data_lib
 from rnn_jax.checkpoints import Checkpointer
 from rnn_jax.lm import LanguageModel, LMConfig
-from rnn_jax.training import (OptimConfig, TrainConfig, TrainState, config_from_dict, config_to_dict, generate,
-                              learning_rate_schedule, make_optimizer, make_train_step, train)
+from rnn_jax.training import (LineProgress, OptimConfig, TrainConfig, TrainState, config_from_dict, config_to_dict,
+                              generate, learning_rate_schedule, make_optimizer, make_train_step, progress_bar, train)
 
 
 @pytest.fixture
@@ -149,6 +149,34 @@ def test_run_writes_everything(text_file, tmp_path):
     assert result.train_step._cache_size() == 1  # the jitted step compiled once for the whole run
     with pytest.raises(FileExistsError, match="already holds a run with checkpoints"):
         train(small_config(text_file), run_dir, progress=False, log=lines.append)
+
+
+def test_progress_without_a_terminal_is_whole_lines_at_most_every_interval(capsys):
+    """Redirected stderr (a log file, CI) gets plain lines, not a bar's carriage returns: one per interval of a
+    fake clock and one on close, each with the latest postfix."""
+    now = [0.0]
+    stream_lines = []
+
+    class Stream:
+        def write(self, text):
+            stream_lines.append(text)
+
+        def flush(self):
+            pass
+
+    report = LineProgress(100, 10, "epoch 1/2", stream=Stream(), interval=30.0, clock=lambda: now[0])
+    for second in range(1, 61):
+        now[0] = float(second)
+        report.set_postfix(loss=f"{1 / second:.3f}")
+        report.update(1)
+    report.close()
+    lines = "".join(stream_lines).splitlines()
+    assert lines == ["epoch 1/2: 40/100 win  loss=0.033", "epoch 1/2: 70/100 win  loss=0.017",
+                     "epoch 1/2: 70/100 win  loss=0.017"]
+    assert "\r" not in "".join(stream_lines)
+    # Under pytest stderr is captured, not a terminal: train()'s progress takes the line form.
+    assert isinstance(progress_bar(5, 0, "epoch 1/1"), LineProgress)
+    assert not isinstance(progress_bar(5, 0, "epoch 1/1", enabled=False), LineProgress)
 
 
 def final_checkpoint(run_dir, config):

@@ -1,6 +1,7 @@
 """Converters between rnn_jax parameters and other libraries' recurrent layers, exact in both directions.
 
-- `rnn_jax.convert.pytorch`: `torch.nn.LSTM` / `torch.nn.GRU` (whole multi-layer modules, or state dicts).
+- `rnn_jax.convert.pytorch`: `torch.nn.LSTM` / `torch.nn.GRU` (whole multi-layer modules, or state dicts; an
+  LSTM with `proj_size` maps to `LSTMPParams`, a bidirectional layer to `BidirectionalParams`).
 - `rnn_jax.convert.flax_linen`: Flax Linen `LSTMCell`, `OptimizedLSTMCell`, `GRUCell` parameter dicts.
 - `rnn_jax.convert.equinox`: `eqx.nn.LSTMCell`, `eqx.nn.GRUCell`.
 
