@@ -740,6 +740,18 @@ inline float horizontal_sum(v16 v) {
   return s;
 }
 
+// max_k (x_k + c_k) over a row; a NaN element is skipped here and poisons the row's sum of exponentials instead.
+inline float row_max_of(const float* x, const float* c, long classes) {
+  const float inf = __builtin_inff();
+  v16 m = (v16){} - inf;
+  for (long k = 0; k < classes; k += kLanes) {
+    const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
+    v16 z = load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f);
+    m = z > m ? z : m;
+  }
+  return horizontal_max(m);
+}
+
 // Rows per chunk: enough chunks to balance threads, each big enough to amortise claiming it.
 inline long row_chunk_count(long rows) { return std::max<long>(1, std::min<long>(rows, 16)); }
 
@@ -771,13 +783,7 @@ ffi::Error XentForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits
   const std::function<void(long, long)> work = [&](long, long chunk) {
     for (long n = rows * chunk / chunks; n < rows * (chunk + 1) / chunks; ++n) {
       const float* x = X + n * classes;
-      v16 m = (v16){} - inf;
-      for (long k = 0; k < classes; k += kLanes) {
-        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
-        v16 z = load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f);
-        m = z > m ? z : m;
-      }
-      const float row_max = horizontal_max(m);
+      const float row_max = row_max_of(x, c, classes);
       v16 sums[2] = {(v16){}, (v16){}};
       for (long k = 0; k < classes; k += kLanes) {
         const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
@@ -817,13 +823,7 @@ ffi::Error XentValueAndGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> l
       float* d = D + n * classes;
       const bool valid = t[n] >= 0 && t[n] < classes;
       const float target_logit = valid ? x[t[n]] + c[t[n]] : __builtin_nanf("");
-      v16 m = (v16){} - inf;
-      for (long k = 0; k < classes; k += kLanes) {
-        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
-        v16 z = load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f);
-        m = z > m ? z : m;
-      }
-      const float row_max = horizontal_max(m);
+      const float row_max = row_max_of(x, c, classes);
       v16 sums[2] = {(v16){}, (v16){}};
       for (long k = 0; k < classes; k += kLanes) {
         const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
