@@ -740,99 +740,52 @@ inline float horizontal_sum(v16 v) {
   return s;
 }
 
-// max_k (x_k + c_k) over a row; a NaN element is skipped here and poisons the row's sum of exponentials instead.
-inline float row_max_of(const float* x, const float* c, long classes) {
-  const float inf = __builtin_inff();
-  v16 m = (v16){} - inf;
-  for (long k = 0; k < classes; k += kLanes) {
-    const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
-    v16 z = load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f);
-    m = z > m ? z : m;
-  }
-  return horizontal_max(m);
-}
-
 // Rows per chunk: enough chunks to balance threads, each big enough to amortise claiming it.
 inline long row_chunk_count(long rows) { return std::max<long>(1, std::min<long>(rows, 16)); }
 
-ffi::Error check_xent_shapes(long rows, long classes, long bias, long targets) {
-  if (bias != classes || targets != rows) {
+// Both kernels: per row, the max, then exp(z - max) summed (and, with `D`, stored), then lse and nll (and, with
+// `D`, the stored row scaled to softmax and the target's entry lowered by 1). `L` (lse) and `D` may be null. D may
+// alias X: each element is read before its own slot is written, and z_{n,t_n} before the row is overwritten.
+ffi::Error xent_rows(ffi::ThreadPool& pool, const ffi::Buffer<ffi::F32, 2>& logits, const ffi::Buffer<ffi::F32, 1>& bias,
+                     const ffi::Buffer<ffi::S32, 1>& targets, float* L, float* Y, float* D) {
+  const long rows = logits.dimensions()[0], classes = logits.dimensions()[1];
+  if (bias.dimensions()[0] != classes || targets.dimensions()[0] != rows) {
     return ffi::Error::InvalidArgument("softmax cross-entropy kernel: expected logits (N, K), bias (K,), targets (N,) "
                                        "with N=" + std::to_string(rows) + ", K=" + std::to_string(classes) +
-                                       "; got bias (" + std::to_string(bias) + ",), targets (" +
-                                       std::to_string(targets) + ",)");
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error XentForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits, ffi::Buffer<ffi::F32, 1> bias,
-                           ffi::Buffer<ffi::S32, 1> targets, ffi::ResultBuffer<ffi::F32, 1> lse,
-                           ffi::ResultBuffer<ffi::F32, 1> nll) {
-  const long rows = logits.dimensions()[0], classes = logits.dimensions()[1];
-  if (auto error = check_xent_shapes(rows, classes, bias.dimensions()[0], targets.dimensions()[0]); error.failure()) {
-    return error;
+                                       "; got bias (" + std::to_string(bias.dimensions()[0]) + ",), targets (" +
+                                       std::to_string(targets.dimensions()[0]) + ",)");
   }
   if (rows == 0) return ffi::Error::Success();
   const float* X = logits.typed_data();
   const float* c = bias.typed_data();
   const int32_t* t = targets.typed_data();
-  float* L = lse->typed_data();
-  float* Y = nll->typed_data();
   const long chunks = row_chunk_count(rows);
   const float inf = __builtin_inff();
   const std::function<void(long, long)> work = [&](long, long chunk) {
     for (long n = rows * chunk / chunks; n < rows * (chunk + 1) / chunks; ++n) {
       const float* x = X + n * classes;
-      const float row_max = row_max_of(x, c, classes);
-      v16 sums[2] = {(v16){}, (v16){}};
-      for (long k = 0; k < classes; k += kLanes) {
-        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
-        sums[(k / kLanes) & 1] += exp_or_zero(load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f) - row_max);
-      }
-      const float log_sum = row_max + std::log(horizontal_sum(sums[0] + sums[1]));
-      L[n] = log_sum;
-      Y[n] = (t[n] >= 0 && t[n] < classes) ? log_sum - (x[t[n]] + c[t[n]]) : __builtin_nanf("");
-    }
-  };
-  run_phased(pool, helper_count(pool, 8 * rows * classes, chunks), 1, chunks, work);
-  return ffi::Error::Success();
-}
-
-// Value and gradient, for training: nll_n and dz_n = softmax(z_n) - onehot(t_n), the gradient of nll_n for a
-// unit cotangent. The caller scales rows by g_n after the products that read dz (a row
-// scale commutes with them), so no backward pass over the (N, K) logits is needed. `out` may alias `logits`:
-// each element is read before its own slot is written, and z_{n,t_n} is read before the row is overwritten.
-ffi::Error XentValueAndGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits, ffi::Buffer<ffi::F32, 1> bias,
-                                ffi::Buffer<ffi::S32, 1> targets, ffi::ResultBuffer<ffi::F32, 1> nll,
-                                ffi::ResultBuffer<ffi::F32, 2> d_logits) {
-  const long rows = logits.dimensions()[0], classes = logits.dimensions()[1];
-  if (auto error = check_xent_shapes(rows, classes, bias.dimensions()[0], targets.dimensions()[0]); error.failure()) {
-    return error;
-  }
-  if (rows == 0) return ffi::Error::Success();
-  const float* X = logits.typed_data();
-  const float* c = bias.typed_data();
-  const int32_t* t = targets.typed_data();
-  float* Y = nll->typed_data();
-  float* D = d_logits->typed_data();
-  const long chunks = row_chunk_count(rows);
-  const float inf = __builtin_inff();
-  const std::function<void(long, long)> work = [&](long, long chunk) {
-    for (long n = rows * chunk / chunks; n < rows * (chunk + 1) / chunks; ++n) {
-      const float* x = X + n * classes;
-      float* d = D + n * classes;
+      float* d = D == nullptr ? nullptr : D + n * classes;
       const bool valid = t[n] >= 0 && t[n] < classes;
       const float target_logit = valid ? x[t[n]] + c[t[n]] : __builtin_nanf("");
-      const float row_max = row_max_of(x, c, classes);
+      v16 m = (v16){} - inf;
+      for (long k = 0; k < classes; k += kLanes) {
+        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
+        v16 z = load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f);
+        m = z > m ? z : m;
+      }
+      const float row_max = horizontal_max(m);
       v16 sums[2] = {(v16){}, (v16){}};
       for (long k = 0; k < classes; k += kLanes) {
         const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
         v16 e = exp_or_zero(load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f) - row_max);
         sums[(k / kLanes) & 1] += e;
-        store_n(d + k, e, w);
+        if (d != nullptr) store_n(d + k, e, w);
       }
       const float sum = horizontal_sum(sums[0] + sums[1]);
-      Y[n] = row_max + std::log(sum) - target_logit;
+      const float log_sum = row_max + std::log(sum);
+      if (L != nullptr) L[n] = log_sum;
+      Y[n] = log_sum - target_logit;
+      if (d == nullptr) continue;
       const float scale = valid ? 1.0f / sum : __builtin_nanf("");
       for (long k = 0; k < classes; k += kLanes) {
         const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
@@ -843,6 +796,21 @@ ffi::Error XentValueAndGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> l
   };
   run_phased(pool, helper_count(pool, 8 * rows * classes, chunks), 1, chunks, work);
   return ffi::Error::Success();
+}
+
+ffi::Error XentForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits, ffi::Buffer<ffi::F32, 1> bias,
+                           ffi::Buffer<ffi::S32, 1> targets, ffi::ResultBuffer<ffi::F32, 1> lse,
+                           ffi::ResultBuffer<ffi::F32, 1> nll) {
+  return xent_rows(pool, logits, bias, targets, lse->typed_data(), nll->typed_data(), nullptr);
+}
+
+// Value and gradient, for training: nll_n and dz_n = softmax(z_n) - onehot(t_n), the gradient of nll_n for a
+// unit cotangent, written over the logits when XLA donates them. The caller scales rows by g_n after the
+// products that read dz (a row scale commutes with them), so no backward pass over the (N, K) logits is needed.
+ffi::Error XentValueAndGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits, ffi::Buffer<ffi::F32, 1> bias,
+                                ffi::Buffer<ffi::S32, 1> targets, ffi::ResultBuffer<ffi::F32, 1> nll,
+                                ffi::ResultBuffer<ffi::F32, 2> d_logits) {
+  return xent_rows(pool, logits, bias, targets, nullptr, nll->typed_data(), d_logits->typed_data());
 }
 
 }  // namespace
