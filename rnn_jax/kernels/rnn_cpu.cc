@@ -387,6 +387,12 @@ void pack_column_panels(const float* W, long rows, long hidden, long first, long
   }
 }
 
+// A step's input term of one gate slice, (U x_t)[k] + b[k] for the n units from offset k: the bias is added here,
+// in the same order XLA would have added it to the products, so results equal a bias folded into P.
+inline v16 input_term(const float* p_row, const float* bias, long k, int n) {
+  return load_n(p_row + k, n) + load_n(bias + k, n);
+}
+
 // ------------------------------------------------------------------------------------------ forward
 ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected,
                            ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 2> h0,
@@ -448,12 +454,10 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
       const float* r_row = rec.data + b * ldr;
       float* a_row = A + (t * batch + b) * 4 * hidden;
       const long row = (t * batch + b) * hidden;
-      v16 i = sigmoid_v(load_n(p_row + j, n) + load_n(bias_in + j, n) + load_n(r_row + j, n));
-      v16 f = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(bias_in + hidden + j, n) + load_n(r_row + padded + j, n));
-      v16 o = sigmoid_v(load_n(p_row + 2 * hidden + j, n) + load_n(bias_in + 2 * hidden + j, n) +
-                        load_n(r_row + 2 * padded + j, n));
-      v16 gg = tanh_v(load_n(p_row + 3 * hidden + j, n) + load_n(bias_in + 3 * hidden + j, n) +
-                      load_n(r_row + 3 * padded + j, n));
+      v16 i = sigmoid_v(input_term(p_row, bias_in, j, n) + load_n(r_row + j, n));
+      v16 f = sigmoid_v(input_term(p_row, bias_in, hidden + j, n) + load_n(r_row + padded + j, n));
+      v16 o = sigmoid_v(input_term(p_row, bias_in, 2 * hidden + j, n) + load_n(r_row + 2 * padded + j, n));
+      v16 gg = tanh_v(input_term(p_row, bias_in, 3 * hidden + j, n) + load_n(r_row + 3 * padded + j, n));
       v16 c = f * load_n(c_prev + b * hidden + j, n) + i * gg;
       v16 h = o * tanh_v(c);
       store_n(C + row + j, c, n);
@@ -610,10 +614,10 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> project
       const float* r_row = rec.data + b * ldr;
       float* a_row = A + (t * batch + b) * 4 * hidden;
       const long row = (t * batch + b) * hidden;
-      v16 r = sigmoid_v(load_n(p_row + j, n) + load_n(bias_in + j, n) + load_n(r_row + j, n));
-      v16 u = sigmoid_v(load_n(p_row + hidden + j, n) + load_n(bias_in + hidden + j, n) + load_n(r_row + padded + j, n));
+      v16 r = sigmoid_v(input_term(p_row, bias_in, j, n) + load_n(r_row + j, n));
+      v16 u = sigmoid_v(input_term(p_row, bias_in, hidden + j, n) + load_n(r_row + padded + j, n));
       v16 rho = load_n(r_row + 2 * padded + j, n) + load_n(BRG + j, n);
-      v16 g = tanh_v(load_n(p_row + 2 * hidden + j, n) + load_n(bias_in + 2 * hidden + j, n) + r * rho);
+      v16 g = tanh_v(input_term(p_row, bias_in, 2 * hidden + j, n) + r * rho);
       v16 previous = load_n(h_prev_rows + b * hidden + j, n);
       v16 h = u * g + (1.0f - u) * previous;
       store_n(H + row + j, h, n);
