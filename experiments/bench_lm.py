@@ -2,11 +2,13 @@
 
 Command:  python -m experiments.bench_lm [--configs notes,zaremba_small,zaremba_medium,long] [--cells lstm,gru]
           [--workloads train,infer] [--rounds 5] [--compile-lengths 16,64,256,1024] [--out bench_results]
-Expected: a markdown table (tokens/s median [min-max] over interleaved rounds, first-step compile time, peak
-          temporary memory of the compiled step, achieved FLOP/s as a fraction of this machine's fp32
-          matrix-product peak measured in the same run), plus compile time against T for unroll=1 and full
-          unroll; JSON and PNG plots in --out. Peers (PyTorch nn.LSTM/nn.GRU, Flax nn.RNN) are optional: a peer
-          whose library is missing is reported as skipped.
+Expected: a markdown table (tokens/s median [min-max] over interleaved rounds, the step's compile time (lower +
+          XLA compile) and first-step time (set-up, compile and first call), peak temporary memory of the compiled
+          step, achieved FLOP/s as a fraction of this machine's fp32 matrix-product peak measured in the same run),
+          plus compile time against T for unroll=1 and full unroll; JSON and PNG plots in --out. Peers are
+          optional: PyTorch nn.LSTM/nn.GRU and Flax nn.RNN everywhere, and on a GPU also PyTorch on CUDA (cuDNN)
+          and jax.experimental.rnn (cuDNN, LSTM only). A peer whose library, device or cell is missing is
+          reported as skipped, with the reason.
 Source:   issue 7's workloads; every implementation runs in this process, measured in interleaved rounds.
 """
 
@@ -19,7 +21,7 @@ import pathlib
 import statistics
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +47,7 @@ class BenchConfig:
     cells: tuple[str, ...] = ("lstm", "gru")
     workloads: tuple[str, ...] = ("train", "infer")
     implementations: tuple[str, ...] = ("fused", "fused_xla", "hoisted", "scan_unroll1", "scan_unroll4", "scan_unrollT",
-                                        "unrolled", "torch", "flax")
+                                        "unrolled", "torch", "flax", "torch_cuda", "jax_rnn")
     rounds: int = 5
     min_seconds: float = 0.3
     compile_lengths: tuple[int, ...] = (16, 64, 256, 1024)  # full unroll is measured up to T=64 (T=256: ~2 min)
@@ -70,6 +72,30 @@ class Workload:
         return forward * (3 if train else 1)
 
 
+PEERS = ("torch", "flax", "torch_cuda", "jax_rnn")  # everything else is an rnn_jax runner
+
+
+class PeerUnavailable(RuntimeError):
+    """A peer that cannot run here (no GPU, a cell its library lacks); the run reports it as skipped."""
+
+
+@dataclasses.dataclass
+class Built:
+    """One implementation, ready to time: `wait(run())` is one step."""
+
+    run: Callable[[], Any]
+    wait: Callable[[Any], Any]
+    temp_bytes: Optional[int]  # XLA's temporary buffers of the compiled step; None where not reported (PyTorch)
+    compile_s: Optional[float]  # lower + XLA compile of the step; None where nothing is compiled (PyTorch eager)
+
+
+def _compiled(step, *args) -> tuple[int, float]:
+    """(temporary bytes, seconds to lower and compile) of a jitted step; the call after it reuses the executable."""
+    start = time.perf_counter()
+    compiled = step.lower(*args).compile()
+    return int(compiled.memory_analysis().temp_size_in_bytes), time.perf_counter() - start
+
+
 def workload(name: str) -> Workload:
     V, H, L, T, B, bias, E = WORKLOADS[name]
     return Workload(name, V, H, L, T, B, bias, E)
@@ -80,7 +106,7 @@ def matmul_peak() -> float:
     best = 0.0
     for n in (1024, 2048):
         a = jnp.ones((n, n), jnp.float32)
-        f = jax.jit(lambda x: x @ x)
+        f = jax.jit(lambda x: jnp.matmul(x, x, precision="highest"))  # highest: fp32, not TF32 on a GPU
         f(a).block_until_ready()
         for _ in range(5):
             start = time.perf_counter()
@@ -111,9 +137,10 @@ def tokens(w: Workload, seed: int = 0):
 # -------------------------------------------------------------------------------------- implementations
 
 
-def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str):
-    runner, unroll = {"fused": ("fused", 1), "fused_xla": ("fused_xla", 1), "hoisted": ("hoisted", 1), "scan_unroll1": ("scan", 1), "scan_unroll4": ("scan", 4),
-                      "scan_unrollT": ("scan", w.steps), "unrolled": ("unrolled", 1)}[variant]
+def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str) -> Built:
+    runner, unroll = {"fused": ("fused", 1), "fused_xla": ("fused_xla", 1), "hoisted": ("hoisted", 1),
+                      "scan_unroll1": ("scan", 1), "scan_unroll4": ("scan", 4), "scan_unrollT": ("scan", w.steps),
+                      "unrolled": ("unrolled", 1)}[variant]
     model = LanguageModel(LMConfig(vocab_size=w.vocab, embed_size=w.embed, hidden_size=w.hidden, num_layers=w.layers,
                                    cell=cell, use_bias=w.bias, output_bias=w.bias, runner=runner, unroll=unroll,
                                    gru_reset_after=True))
@@ -125,7 +152,7 @@ def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str):
         step = jax.jit(make_train_step(model, optimizer, "token_mean", native=native), donate_argnums=(0, 1))
         state = [TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.PRNGKey(1)),
                  model.initial_state(w.batch)]
-        memory = step.lower(state[0], state[1], inputs, targets).compile().memory_analysis()
+        temp_bytes, compile_s = _compiled(step, state[0], state[1], inputs, targets)
 
         def run():
             state[0], state[1], metrics = step(state[0], state[1], inputs, targets)
@@ -133,12 +160,35 @@ def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str):
     else:
         step = jax.jit(make_eval_step(model, native=native))
         carry = model.initial_state(w.batch)
-        memory = step.lower(params, carry, inputs, targets).compile().memory_analysis()
+        temp_bytes, compile_s = _compiled(step, params, carry, inputs, targets)
         run = lambda: step(params, carry, inputs, targets)[1]
-    return run, lambda out: jax.block_until_ready(out), int(memory.temp_size_in_bytes)
+    return Built(run, jax.block_until_ready, temp_bytes, compile_s)
 
 
-def flax_step(w: Workload, cell: str, train: bool):
+def _optax_built(loss_fn: Callable, params: Any, train: bool) -> Built:
+    """A JAX peer's step: `loss_fn(params)` alone (inference) or with its gradient and an SGD update (train)."""
+    if not train:
+        step = jax.jit(loss_fn)
+        temp_bytes, compile_s = _compiled(step, params)
+        return Built(lambda: step(params), jax.block_until_ready, temp_bytes, compile_s)
+    optimizer = optax.sgd(0.1)
+
+    @jax.jit
+    def step(params, opt_state):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    state = [params, optimizer.init(params)]
+    temp_bytes, compile_s = _compiled(step, *state)
+
+    def run():
+        state[0], state[1], loss = step(state[0], state[1])
+        return loss
+    return Built(run, jax.block_until_ready, temp_bytes, compile_s)
+
+
+def flax_step(w: Workload, cell: str, train: bool) -> Built:
     from flax import linen as nn
 
     cell_type = nn.OptimizedLSTMCell if cell == "lstm" else nn.GRUCell
@@ -154,40 +204,59 @@ def flax_step(w: Workload, cell: str, train: bool):
     model = Model()
     inputs, targets = (jnp.asarray(a) for a in tokens(w))
     params = model.init(jax.random.PRNGKey(0), inputs)
-    optimizer = optax.sgd(0.1)
     loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, inputs), targets).mean()
-    if train:
-        @jax.jit
-        def step(params, opt_state):
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            updates, opt_state = optimizer.update(grads, opt_state)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-        state = [params, optimizer.init(params)]
-        memory = step.lower(*state).compile().memory_analysis()
-
-        def run():
-            state[0], state[1], loss = step(state[0], state[1])
-            return loss
-    else:
-        step = jax.jit(loss_fn)
-        memory = step.lower(params).compile().memory_analysis()
-        run = lambda: step(params)
-    return run, lambda out: jax.block_until_ready(out), int(memory.temp_size_in_bytes)
+    return _optax_built(loss_fn, params, train)
 
 
-def torch_step(w: Workload, cell: str, train: bool):
+def jax_rnn_step(w: Workload, cell: str, train: bool, lstm: Optional[Callable] = None) -> Built:
+    """`jax.experimental.rnn.lstm` (cuDNN) between an embedding and an output layer, as a peer on a GPU.
+
+    Args:
+        lstm: the LSTM function, with `jax.experimental.rnn.lstm`'s signature. None uses that one, which runs on
+            a GPU only; a stand-in (for example one that unpacks the weights for `lstm_ref`) runs the same model
+            elsewhere.
+    """
+    if cell != "lstm":
+        raise PeerUnavailable("jax.experimental.rnn has an LSTM only")
+    from jax.experimental import rnn
+
+    if lstm is None:
+        if jax.default_backend() != "gpu":
+            raise PeerUnavailable(f"jax.experimental.rnn needs cuDNN; this backend is {jax.default_backend()}")
+        lstm = rnn.lstm
+    embed_key, lstm_key, out_key = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {"embedding": jax.random.normal(embed_key, (w.vocab, w.embed)),
+              "lstm": rnn.init_lstm_weight(lstm_key, w.embed, w.hidden, w.layers, False),  # cuDNN: biases always
+              "output": jax.random.normal(out_key, (w.hidden, w.vocab)) * w.hidden ** -0.5,
+              "output_bias": jnp.zeros((w.vocab,) if w.bias else (0,))}
+    inputs, targets = (jnp.asarray(a) for a in tokens(w))
+    zeros = jnp.zeros((w.layers, w.batch, w.hidden))
+    lengths = jnp.full((w.batch,), w.steps, jnp.int32)
+
+    def loss_fn(p):
+        ys, _, _ = lstm(p["embedding"][inputs], zeros, zeros, p["lstm"], lengths, w.embed, w.hidden, w.layers, 0.0,
+                        False)
+        logits = ys @ p["output"] + (p["output_bias"] if w.bias else 0.0)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+    return _optax_built(loss_fn, params, train)
+
+
+def torch_step(w: Workload, cell: str, train: bool, device: str = "cpu") -> Built:
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    if device != "cpu" and not torch.cuda.is_available():
+        raise PeerUnavailable(f"PyTorch {torch.__version__} sees no CUDA device")
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     rnn_type = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
-    embed = torch.nn.Embedding(w.vocab, w.embed)
-    rnn = rnn_type(w.embed, w.hidden, num_layers=w.layers, bias=w.bias, batch_first=True)
-    head = torch.nn.Linear(w.hidden, w.vocab, bias=w.bias)
+    embed = torch.nn.Embedding(w.vocab, w.embed).to(device)
+    rnn = rnn_type(w.embed, w.hidden, num_layers=w.layers, bias=w.bias, batch_first=True).to(device)
+    head = torch.nn.Linear(w.hidden, w.vocab, bias=w.bias).to(device)
     parameters = list(embed.parameters()) + list(rnn.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(parameters, lr=0.1)
-    inputs, targets = (torch.from_numpy(a) for a in tokens(w))
+    inputs, targets = (torch.from_numpy(a).to(device) for a in tokens(w))
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def forward():
@@ -205,14 +274,18 @@ def torch_step(w: Workload, cell: str, train: bool):
         def run():
             with torch.no_grad():
                 return forward()
-    return run, lambda out: out.item(), None
+    return Built(run, lambda out: out.item(), None, None)  # item() waits for the device
 
 
-def build(name: str, w: Workload, cell: str, train: bool):
+def build(name: str, w: Workload, cell: str, train: bool) -> Built:
     if name == "torch":
         return torch_step(w, cell, train)
+    if name == "torch_cuda":
+        return torch_step(w, cell, train, device="cuda")
     if name == "flax":
         return flax_step(w, cell, train)
+    if name == "jax_rnn":
+        return jax_rnn_step(w, cell, train)
     return rnn_jax_step(w, cell, train, name)
 
 
@@ -236,6 +309,7 @@ def timed_rounds(entries: dict, rounds: int, min_seconds: float, tokens_per_call
 
 
 def compile_times(cell: str, lengths: Sequence[int]) -> list[dict]:
+    """Seconds to lower and compile the train step (no run) at each T, for the default, scan and a full unroll."""
     rows = []
     for T in lengths:
         w = Workload("compile", 1000, 128, 1, T, 8, True, 128)
@@ -244,10 +318,7 @@ def compile_times(cell: str, lengths: Sequence[int]) -> list[dict]:
             if label == "full unroll" and T > 64:
                 row[label] = None  # fully unrolled graphs of this size take minutes to compile; not measured
                 continue
-            start = time.perf_counter()
-            run, wait, _ = rnn_jax_step(w, cell, True, variant)
-            wait(run())
-            row[label] = time.perf_counter() - start
+            row[label] = rnn_jax_step(w, cell, True, variant).compile_s
         rows.append(row)
     return rows
 
@@ -258,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     peak = matmul_peak()
     print(f"machine: {os.cpu_count()} CPU core(s), {jax.devices()[0].platform}; fp32 matmul peak measured "
           f"{peak / 1e9:.1f} GFLOP/s; freed host memory reused: {reused}")
-    results = []
+    results, skipped = [], []
     for name in config.configs:
         w = workload(name)
         for cell in config.cells:
@@ -271,12 +342,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         continue
                     try:
                         start = time.perf_counter()
-                        run, wait, memory = build(impl, w, cell, train)
-                        wait(run())
-                        meta[impl] = {"compile_s": time.perf_counter() - start, "temp_bytes": memory}
-                        entries[impl] = (run, wait)
-                    except ImportError as e:
+                        built = build(impl, w, cell, train)
+                        built.wait(built.run())
+                    except (ImportError, PeerUnavailable) as e:
                         print(f"  {impl}: skipped ({e})")
+                        skipped.append({"config": name, "cell": cell, "workload": kind, "impl": impl,
+                                        "reason": str(e)})
+                        continue
+                    meta[impl] = {"compile_s": built.compile_s, "first_step_s": time.perf_counter() - start,
+                                  "temp_bytes": built.temp_bytes}
+                    entries[impl] = (built.run, built.wait)
                 rates = timed_rounds(entries, config.rounds, config.min_seconds, w.batch * w.steps)
                 for impl, values in rates.items():
                     median = statistics.median(values)
@@ -284,23 +359,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                     "tokens_per_s": median, "min": min(values), "max": max(values),
                                     "flops_fraction": median * w.flops_per_token(cell, train) / peak, **meta[impl]})
                 best_peer = max((r["tokens_per_s"] for r in results if r["config"] == name and r["cell"] == cell
-                                 and r["workload"] == kind and r["impl"] in ("torch", "flax")), default=None)
+                                 and r["workload"] == kind and r["impl"] in PEERS), default=None)
                 print(f"\n{name} {cell} {kind}: B={w.batch} T={w.steps} V={w.vocab} H={w.hidden} L={w.layers}")
                 for r in [r for r in results if r["config"] == name and r["cell"] == cell and r["workload"] == kind]:
                     ratio = "" if not best_peer else f"{r['tokens_per_s'] / best_peer:5.2f}x best peer"
                     memory = "-" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.1f} MiB"
+                    compile_s = "    -" if r["compile_s"] is None else f"{r['compile_s']:5.2f}"
                     print(f"  {r['impl']:<13} {r['tokens_per_s']:>11,.0f} tok/s [{r['min']:,.0f}-{r['max']:,.0f}]  "
-                          f"compile {r['compile_s']:5.2f}s  temp {memory:>10}  {100 * r['flops_fraction']:5.1f}% peak  {ratio}")
+                          f"compile {compile_s}s  first step {r['first_step_s']:5.2f}s  temp {memory:>10}  "
+                          f"{100 * r['flops_fraction']:5.1f}% peak  {ratio}")
     compiles = {cell: compile_times(cell, config.compile_lengths) for cell in config.cells}
     for cell, rows in compiles.items():
-        print(f"\ncompile time of the {cell} train step against T (H=128, B=8):")
+        print(f"\ncompile time (lower + compile, no run) of the {cell} train step against T (H=128, B=8):")
         for row in rows:
             full = "not measured" if row["full unroll"] is None else f"{row['full unroll']:.2f}s"
             print(f"  T={row['T']:>5}: fused {row['fused']:.2f}s, scan unroll=1 {row['unroll=1']:.2f}s, full unroll {full}")
     report = {"machine": {"cpus": os.cpu_count(), "platform": jax.devices()[0].platform, "device": str(jax.devices()[0]),
                           "matmul_peak_flops": peak, "host_memory_reused": reused,
                           "versions": versions()}, "config": dataclasses.asdict(config), "results": results,
-              "compile_vs_T": compiles}
+              "skipped": skipped, "compile_vs_T": compiles}
     print("\n" + summary_table(report))
     if config.out:
         write_outputs(pathlib.Path(config.out), report)
@@ -308,13 +385,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def markdown_table(report: dict) -> str:
-    lines = ["| config | cell | workload | impl | tokens/s (median) | min-max | compile s | temp MiB | % fp32 peak |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | cell | workload | impl | tokens/s (median) | min-max | compile s | first step s | temp MiB "
+             "| % fp32 peak |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         memory = "-" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.1f}"
+        compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.2f}"
         lines.append(f"| {r['config']} | {r['cell']} | {r['workload']} | {r['impl']} | {r['tokens_per_s']:,.0f} | "
-                     f"{r['min']:,.0f}-{r['max']:,.0f} | {r['compile_s']:.2f} | {memory} | "
+                     f"{r['min']:,.0f}-{r['max']:,.0f} | {compile_s} | {r['first_step_s']:.2f} | {memory} | "
                      f"{100 * r['flops_fraction']:.1f} |")
+    for r in report.get("skipped", []):
+        lines.append(f"| {r['config']} | {r['cell']} | {r['workload']} | {r['impl']} | skipped: {r['reason']} "
+                     "| | | | | |")
     return "\n".join(lines)
 
 
@@ -333,7 +414,7 @@ def summary_table(report: dict) -> str:
     groups = list(dict.fromkeys((r["config"], r["cell"], r["workload"]) for r in report["results"]))
     for name, cell, kind in groups:
         rows = {r["impl"]: r for r in report["results"] if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)}
-        peers = [rows[k] for k in ("torch", "flax") if k in rows]
+        peers = [rows[k] for k in PEERS if k in rows]
         best = max(peers, key=lambda r: r["tokens_per_s"]) if peers else None
         default = rows.get("fused")
         ratio = f"{default['tokens_per_s'] / best['tokens_per_s']:.2f}x" if best and default else "-"
@@ -362,7 +443,7 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
         rows = [r for r in report["results"] if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)]
         ax.barh([r["impl"] for r in rows], [r["tokens_per_s"] for r in rows],
                 xerr=[[r["tokens_per_s"] - r["min"] for r in rows], [r["max"] - r["tokens_per_s"] for r in rows]],
-                color=["tab:orange" if r["impl"] in ("torch", "flax") else "tab:blue" for r in rows])
+                color=["tab:orange" if r["impl"] in PEERS else "tab:blue" for r in rows])
         ax.set_title(f"{name} {cell} {kind}", fontsize=9)
         ax.set_xlabel("tokens/s")
     fig.savefig(out / "bench_lm_tokens.png", dpi=90)
@@ -375,7 +456,7 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
         ax.plot([t for t, _ in full], [s for _, s in full], "s--", label=f"{cell} full unroll")
     ax.set_xscale("log")
     ax.set_xlabel("T")
-    ax.set_ylabel("compile time of the train step (s)")
+    ax.set_ylabel("lower + compile time of the train step (s)")
     ax.legend()
     fig.savefig(out / "bench_compile_vs_T.png", dpi=90)
     plt.close(fig)

@@ -1,6 +1,10 @@
 """The benchmark suite's script, on its smallest workload: tables, JSON and plots come out and agree."""
 
 import json
+import math
+
+import jax
+import pytest
 
 from experiments import bench_lm
 
@@ -18,7 +22,11 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
     assert impls == {("train", "fused"), ("train", "torch")}
     for r in saved["results"]:
         assert r["min"] <= r["tokens_per_s"] <= r["max"] and 0 < r["flops_fraction"] < 1
+    fused = next(r for r in saved["results"] if r["impl"] == "fused")
+    assert 0 < fused["compile_s"] < fused["first_step_s"]  # the first step adds set-up and one run to the compile
+    assert next(r for r in saved["results"] if r["impl"] == "torch")["compile_s"] is None  # eager: nothing compiled
     assert set(saved["compile_vs_T"]["lstm"][0]) == {"T", "fused", "unroll=1", "full unroll"}
+    assert all(seconds > 0 for seconds in saved["compile_vs_T"]["lstm"][0].values())
     table = (tmp_path / "bench_lm.md").read_text()
     assert "| notes | lstm | train |" in table and "1.5x" in table
     # The bar's required share of peak is 1.5x the peer's share, as printed.
@@ -27,3 +35,38 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
     assert row.rstrip(" |").endswith(f"{100 * 1.5 * torch_share:.0f}%")
     for png in ("bench_lm_tokens.png", "bench_compile_vs_T.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="on a GPU these peers run instead of being skipped")
+def test_gpu_peers_are_reported_skipped_without_a_gpu(tmp_path):
+    report = bench_lm.main(["--configs", "notes", "--cells", "lstm,gru", "--workloads", "train",
+                            "--implementations", "fused,torch_cuda,jax_rnn", "--rounds", "1", "--min-seconds", "0.01",
+                            "--compile-lengths", "16", "--out", str(tmp_path), "--reuse-host-memory", "false"])
+    assert {r["impl"] for r in report["results"]} == {"fused"}
+    reasons = {(r["cell"], r["impl"]): r["reason"] for r in report["skipped"]}
+    assert set(reasons) == {(cell, impl) for cell in ("lstm", "gru") for impl in ("torch_cuda", "jax_rnn")}
+    assert "cuDNN" in reasons["lstm", "jax_rnn"] and "LSTM only" in reasons["gru", "jax_rnn"]
+    assert "CUDA" in reasons["lstm", "torch_cuda"]
+    table = (tmp_path / "bench_lm.md").read_text()
+    assert "| notes | gru | train | jax_rnn | skipped: jax.experimental.rnn has an LSTM only" in table
+
+
+def _packed_lstm_ref(x, h0, c0, weights, lengths, input_size, hidden_size, num_layers, dropout, bidirectional):
+    """jax.experimental.rnn.lstm's signature over its pure-JAX reference, which runs without cuDNN."""
+    from jax.experimental import rnn
+
+    unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
+    return rnn.lstm_ref(x, h0, c0, *unpacked, lengths, input_size, hidden_size, num_layers, dropout, bidirectional)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_jax_rnn_peer_model_trains_with_a_reference_lstm(train):
+    w = bench_lm.Workload("tiny", vocab=30, hidden=8, layers=2, steps=5, batch=3, bias=True, embed=6)
+    built = bench_lm.jax_rnn_step(w, "lstm", train, lstm=_packed_lstm_ref)
+    assert built.compile_s > 0 and built.temp_bytes >= 0
+    losses = [float(built.wait(built.run())) for _ in range(30)]
+    assert all(math.isfinite(loss) for loss in losses)
+    if train:  # SGD on one fixed batch: the loss falls
+        assert losses[-1] < losses[0] - 0.1
+    else:
+        assert losses[-1] == losses[0]
