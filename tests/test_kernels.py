@@ -165,12 +165,57 @@ def test_fused_scan_native_equals_its_xla_loop(cell, kernel, reverse, time_major
 
 
 @needs_kernel
-def test_vmap_over_the_native_path():
-    params = lstm.init(jax.random.key(0), 4, 8)
-    xs = jax.random.normal(jax.random.key(1), (3, 2, 5, 4))  # vmapped axis of 3 over batch 2
-    run = lambda native: jax.vmap(lambda x: fused_scan(lstm, params, lstm.initial_state(8, (2,)), x,
-                                                       native=native)[1])(xs)
+@pytest.mark.parametrize("cell", [lstm, gru], ids=["lstm", "gru"])
+def test_vmap_folds_the_mapped_axis_into_one_kernel_call(cell):
+    """Per-example values and gradients of code written for one batch and vmapped over 3 of them equal the XLA
+    loop's; each loop is a single kernel call over 3 x 2 rows, with no per-example loop around it."""
+    steps, E, H = 5, 4, 8
+    options = {"reset_after": True} if cell is gru else {}
+    params = cell.init(jax.random.key(0), E, H, **options)
+    xs = jax.random.normal(jax.random.key(1), (3, 2, steps, E))
+    weights = jax.random.normal(jax.random.key(2), (3, 2, steps, H))
+    carry = cell.initial_state(H, (2,))  # shared by every example: broadcast into the folded rows
+
+    def per_example(native):
+        loss = fused_loss(cell, native)
+        return jax.vmap(jax.value_and_grad(loss, (0, 2)), in_axes=(None, None, 0, 0))(params, carry, xs, weights)
+
+    got, want = per_example(True), per_example(False)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), got, want)
+    jaxpr = str(jax.make_jaxpr(lambda: per_example(True))())
+    gates = 4 if cell is lstm else 3
+    assert f"f32[{steps},6,{gates * H}]" in jaxpr and "scan" not in jaxpr and "while" not in jaxpr
+
+
+@needs_kernel
+def test_vmap_over_weights_and_nested_vmap():
+    """An ensemble (the weights themselves mapped) runs one call per member; a vmap inside a vmap folds twice."""
+    steps, E, H = 4, 3, 6
+    members = jax.vmap(lambda k: lstm.init(k, E, H))(jax.random.split(jax.random.key(0), 3))
+    xs = jax.random.normal(jax.random.key(1), (3, 2, steps, E))
+    run = lambda native: jax.vmap(lambda p, x: fused_scan(lstm, p, lstm.initial_state(H, (2,)), x,
+                                                          native=native)[1])(members, xs)
     np.testing.assert_allclose(run(True), run(False), rtol=1e-5, atol=1e-6)
+    params = lstm.init(jax.random.key(2), E, H)
+    nested_xs = jax.random.normal(jax.random.key(3), (2, 3, steps, E))  # two vmaps over single sequences
+    nested = lambda native: jax.vmap(jax.vmap(lambda x: fused_scan(lstm, params, lstm.initial_state(H), x,
+                                                                   native=native)[1]))(nested_xs)
+    np.testing.assert_allclose(nested(True), nested(False), rtol=1e-5, atol=1e-6)
+    assert f"f32[{steps},6,{4 * H}]" in str(jax.make_jaxpr(lambda: nested(True))())
+
+
+@needs_kernel
+def test_softmax_xent_under_vmap():
+    logits = 2.0 * jax.random.normal(jax.random.key(0), (3, 5, 40))
+    biases = jax.random.normal(jax.random.key(1), (3, 40))
+    targets = jax.random.randint(jax.random.key(2), (3, 5), 0, 40)
+    for in_axes in ((0, None, 0), (0, 0, 0)):  # a shared bias (folded rows) and a mapped one (a call each)
+        bias = biases[0] if in_axes[1] is None else biases
+        for kernel in (kernels.softmax_xent_forward, kernels.softmax_xent_value_and_grad):
+            got = jax.vmap(kernel, in_axes=in_axes)(logits, bias, targets)
+            for n in range(3):
+                want = kernel(logits[n], bias if in_axes[1] is None else bias[n], targets[n])
+                jax.tree.map(lambda a, b: np.testing.assert_allclose(a[n], b, rtol=1e-6, atol=1e-7), got, want)
 
 
 def test_other_dtypes_and_the_switch_use_the_xla_loop(monkeypatch, x64):

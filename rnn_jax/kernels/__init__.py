@@ -139,6 +139,46 @@ def _require() -> None:
                                "use rnn_jax.fused_scan(..., native=False) or set RNN_JAX_NATIVE=0")
 
 
+def _call(target: str, out_types, row_axes: tuple, out_row_axes: tuple, operands: tuple, attrs: dict,
+          aliases: dict | None = None):
+    """`jax.ffi.ffi_call(target)` on operands whose batch rows lie on `row_axes` (None: shared, such as weights).
+
+    Under `jax.vmap` the mapped axis is folded into the rows, so a vmapped loop is one kernel call over n x B rows
+    (the kernels treat rows independently) rather than n calls of B rows each; per-example code written for one
+    sequence and vmapped over a batch then runs as the batched call. Only where a shared operand is itself mapped
+    (an ensemble of weights) does each element get its own call.
+
+    Args:
+        out_types: a function of the operands giving the outputs' `jax.ShapeDtypeStruct`s.
+        row_axes, out_row_axes: per operand and per output, the axis of the batch rows (or None).
+    """
+    def raw(*ops):
+        return jax.ffi.ffi_call(target, out_types(*ops), vmap_method="sequential",
+                                input_output_aliases=aliases)(*ops, **attrs)
+
+    @jax.custom_batching.custom_vmap
+    def call(*ops):
+        return raw(*ops)
+
+    @call.def_vmap
+    def fold_mapped_axis_into_rows(axis_size, in_batched, *ops):
+        if any(batched and axis is None for batched, axis in zip(in_batched, row_axes)):
+            outs = jax.vmap(raw, in_axes=[0 if batched else None for batched in in_batched])(*ops)
+            return outs, (True,) * len(outs)
+        folded = []
+        for op, batched, axis in zip(ops, in_batched, row_axes):
+            if axis is not None:
+                op = jnp.moveaxis(op if batched else jnp.broadcast_to(op, (axis_size,) + op.shape), 0, axis)
+                op = op.reshape(op.shape[:axis] + (-1,) + op.shape[axis + 2:])
+            folded.append(op)
+        outs = _call(target, out_types, row_axes, out_row_axes, tuple(folded), attrs, aliases)
+        outs = [jnp.moveaxis(out.reshape(out.shape[:axis] + (axis_size, -1) + out.shape[axis + 1:]), axis, 0)
+                for out, axis in zip(outs, out_row_axes)]
+        return tuple(outs), (True,) * len(outs)
+
+    return call(*operands)
+
+
 def lstm_forward(projected: jax.Array, W: jax.Array, h0: jax.Array, c0: jax.Array, bias: jax.Array | None = None, *,
                  reverse: bool = False):
     """The LSTM loop given the input products: `(hs, cs, acts)`.
@@ -154,13 +194,15 @@ def lstm_forward(projected: jax.Array, W: jax.Array, h0: jax.Array, c0: jax.Arra
         hs, cs (T, B, H) and the activated gates acts (T, B, 4H), float32.
     """
     _require()
-    steps, batch, gates = projected.shape
-    hidden = h0.shape[-1]
-    out = (jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32),) * 2 + (
-        jax.ShapeDtypeStruct((steps, batch, gates), jnp.float32),)
-    bias = jnp.zeros((gates,), jnp.float32) if bias is None else bias
-    call = jax.ffi.ffi_call("rnn_jax_lstm_forward", out, vmap_method="sequential")
-    return call(projected, W, h0, c0, bias, reverse=np.int64(reverse))
+    bias = jnp.zeros(projected.shape[-1:], jnp.float32) if bias is None else bias
+
+    def out_types(projected, W, h0, c0, bias):
+        steps, batch, _ = projected.shape
+        return (jax.ShapeDtypeStruct((steps, batch, h0.shape[-1]), jnp.float32),) * 2 + (
+            jax.ShapeDtypeStruct(projected.shape, jnp.float32),)
+
+    return _call("rnn_jax_lstm_forward", out_types, (1, None, 0, 0, None), (1, 1, 1), (projected, W, h0, c0, bias),
+                 {"reverse": np.int64(reverse)})
 
 
 def lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, *, reverse: bool = False):
@@ -169,11 +211,12 @@ def lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, *, reverse: bool 
     d_projected is also the cotangent of every step's W h_{t-1}; the caller turns it into dW, dU, db and dx.
     """
     _require()
-    steps, batch, hidden = cs.shape
-    out = (jax.ShapeDtypeStruct(acts.shape, jnp.float32), jax.ShapeDtypeStruct((batch, hidden), jnp.float32),
-           jax.ShapeDtypeStruct((batch, hidden), jnp.float32))
-    call = jax.ffi.ffi_call("rnn_jax_lstm_backward", out, vmap_method="sequential")
-    return call(W, acts, cs, c0, d_hs, d_h_final, d_c_final, reverse=np.int64(reverse))
+
+    def out_types(W, acts, cs, c0, d_hs, d_h_final, d_c_final):
+        return (jax.ShapeDtypeStruct(acts.shape, jnp.float32),) + (jax.ShapeDtypeStruct(c0.shape, jnp.float32),) * 2
+
+    return _call("rnn_jax_lstm_backward", out_types, (None, 1, 1, 0, 1, 0, 0), (1, 0, 0),
+                 (W, acts, cs, c0, d_hs, d_h_final, d_c_final), {"reverse": np.int64(reverse)})
 
 
 def gru_forward(projected: jax.Array, W: jax.Array, b_rg: jax.Array, h0: jax.Array, bias: jax.Array | None = None, *,
@@ -192,13 +235,16 @@ def gru_forward(projected: jax.Array, W: jax.Array, b_rg: jax.Array, h0: jax.Arr
         hs (T, B, H) and acts (T, B, 4H): r, u, g and ρ = (W_g h_{t-1} + b_rg), float32.
     """
     _require()
-    steps, batch, _ = projected.shape
-    hidden = h0.shape[-1]
-    out = (jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32),
-           jax.ShapeDtypeStruct((steps, batch, 4 * hidden), jnp.float32))
-    bias = jnp.zeros((3 * hidden,), jnp.float32) if bias is None else bias
-    call = jax.ffi.ffi_call("rnn_jax_gru_forward", out, vmap_method="sequential")
-    return call(projected, W, b_rg, h0, bias, reverse=np.int64(reverse))
+    bias = jnp.zeros(projected.shape[-1:], jnp.float32) if bias is None else bias
+
+    def out_types(projected, W, b_rg, h0, bias):
+        steps, batch, _ = projected.shape
+        hidden = h0.shape[-1]
+        return (jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32),
+                jax.ShapeDtypeStruct((steps, batch, 4 * hidden), jnp.float32))
+
+    return _call("rnn_jax_gru_forward", out_types, (1, None, None, 0, None), (1, 1), (projected, W, b_rg, h0, bias),
+                 {"reverse": np.int64(reverse)})
 
 
 def gru_backward(W, acts, hs, h0, d_hs, d_h_final, *, reverse: bool = False):
@@ -208,11 +254,14 @@ def gru_backward(W, acts, hs, h0, d_hs, d_h_final, *, reverse: bool = False):
     there (by the factor r); the caller turns them into dW, dU, db, db_rg and dx.
     """
     _require()
-    steps, batch, hidden = hs.shape
-    out = (jax.ShapeDtypeStruct((steps, batch, 3 * hidden), jnp.float32),) * 2 + (
-        jax.ShapeDtypeStruct((batch, hidden), jnp.float32),)
-    call = jax.ffi.ffi_call("rnn_jax_gru_backward", out, vmap_method="sequential")
-    return call(W, acts, hs, h0, d_hs, d_h_final, reverse=np.int64(reverse))
+
+    def out_types(W, acts, hs, h0, d_hs, d_h_final):
+        steps, batch, hidden = hs.shape
+        return (jax.ShapeDtypeStruct((steps, batch, 3 * hidden), jnp.float32),) * 2 + (
+            jax.ShapeDtypeStruct(h0.shape, jnp.float32),)
+
+    return _call("rnn_jax_gru_backward", out_types, (None, 1, 1, 0, 1, 0), (1, 1, 0),
+                 (W, acts, hs, h0, d_hs, d_h_final), {"reverse": np.int64(reverse)})
 
 
 def softmax_xent_forward(logits: jax.Array, bias: jax.Array, targets: jax.Array):
@@ -227,10 +276,9 @@ def softmax_xent_forward(logits: jax.Array, bias: jax.Array, targets: jax.Array)
         lse (N,), the log of each row's normaliser, and nll (N,) = lse - (logits + bias)[n, targets[n]].
     """
     _require()
-    rows = logits.shape[0]
-    out = (jax.ShapeDtypeStruct((rows,), jnp.float32),) * 2
-    call = jax.ffi.ffi_call("rnn_jax_xent_forward", out, vmap_method="sequential")
-    return call(logits, bias, targets.astype(jnp.int32))
+    out_types = lambda logits, bias, targets: (jax.ShapeDtypeStruct(logits.shape[:1], jnp.float32),) * 2
+    return _call("rnn_jax_xent_forward", out_types, (0, None, 0), (0, 0), (logits, bias, targets.astype(jnp.int32)),
+                 {})
 
 
 def softmax_xent_value_and_grad(logits: jax.Array, bias: jax.Array, targets: jax.Array):
@@ -243,7 +291,7 @@ def softmax_xent_value_and_grad(logits: jax.Array, bias: jax.Array, targets: jax
     A target outside [0, K) gives NaN for that row's loss and gradient.
     """
     _require()
-    out = (jax.ShapeDtypeStruct(logits.shape[:1], jnp.float32), jax.ShapeDtypeStruct(logits.shape, jnp.float32))
-    call = jax.ffi.ffi_call("rnn_jax_xent_value_and_grad", out, vmap_method="sequential",
-                            input_output_aliases={0: 1})
-    return call(logits, bias, targets.astype(jnp.int32))
+    out_types = lambda logits, bias, targets: (jax.ShapeDtypeStruct(logits.shape[:1], jnp.float32),
+                                               jax.ShapeDtypeStruct(logits.shape, jnp.float32))
+    return _call("rnn_jax_xent_value_and_grad", out_types, (0, None, 0), (0, 0),
+                 (logits, bias, targets.astype(jnp.int32)), {}, aliases={0: 1})
