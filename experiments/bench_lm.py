@@ -227,8 +227,9 @@ def jax_rnn_step(w: Workload, cell: str, train: bool, lstm: Optional[Callable] =
     embed_key, lstm_key, out_key = jax.random.split(jax.random.PRNGKey(0), 3)
     params = {"embedding": jax.random.normal(embed_key, (w.vocab, w.embed)),
               "lstm": rnn.init_lstm_weight(lstm_key, w.embed, w.hidden, w.layers, False),  # cuDNN: biases always
-              "output": jax.random.normal(out_key, (w.hidden, w.vocab)) * w.hidden ** -0.5,
-              "output_bias": jnp.zeros((w.vocab,) if w.bias else (0,))}
+              "output": jax.random.normal(out_key, (w.hidden, w.vocab)) * w.hidden ** -0.5}
+    if w.bias:
+        params["output_bias"] = jnp.zeros((w.vocab,))
     inputs, targets = (jnp.asarray(a) for a in tokens(w))
     zeros = jnp.zeros((w.layers, w.batch, w.hidden))
     lengths = jnp.full((w.batch,), w.steps, jnp.int32)
@@ -236,7 +237,7 @@ def jax_rnn_step(w: Workload, cell: str, train: bool, lstm: Optional[Callable] =
     def loss_fn(p):
         ys, _, _ = lstm(p["embedding"][inputs], zeros, zeros, p["lstm"], lengths, w.embed, w.hidden, w.layers, 0.0,
                         False)
-        logits = ys @ p["output"] + (p["output_bias"] if w.bias else 0.0)
+        logits = ys @ p["output"] + p.get("output_bias", 0.0)
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
     return _optax_built(loss_fn, params, train)

@@ -59,9 +59,9 @@ def _packed_lstm_ref(x, h0, c0, weights, lengths, input_size, hidden_size, num_l
     return rnn.lstm_ref(x, h0, c0, *unpacked, lengths, input_size, hidden_size, num_layers, dropout, bidirectional)
 
 
-@pytest.mark.parametrize("train", [True, False])
-def test_jax_rnn_peer_model_trains_with_a_reference_lstm(train):
-    w = bench_lm.Workload("tiny", vocab=30, hidden=8, layers=2, steps=5, batch=3, bias=True, embed=6)
+@pytest.mark.parametrize("train, bias", [(True, True), (True, False), (False, True)])
+def test_jax_rnn_peer_model_trains_with_a_reference_lstm(train, bias):
+    w = bench_lm.Workload("tiny", vocab=30, hidden=8, layers=2, steps=5, batch=3, bias=bias, embed=6)
     built = bench_lm.jax_rnn_step(w, "lstm", train, lstm=_packed_lstm_ref)
     assert built.compile_s > 0 and built.temp_bytes >= 0
     losses = [float(built.wait(built.run())) for _ in range(30)]
