@@ -66,7 +66,7 @@ def test_jax_rnn_peer_model_trains_with_a_reference_lstm(train, bias):
     assert built.compile_s > 0 and built.temp_bytes >= 0
     losses = [float(built.wait(built.run())) for _ in range(30)]
     assert all(math.isfinite(loss) for loss in losses)
-    if train:  # SGD on one fixed batch: the loss falls
-        assert losses[-1] < losses[0] - 0.1
+    if train:  # SGD on one fixed batch: the loss falls, step after step
+        assert losses[-1] < losses[0] - 0.03 and all(b < a for a, b in zip(losses, losses[1:]))
     else:
         assert losses[-1] == losses[0]
