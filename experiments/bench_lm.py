@@ -275,7 +275,14 @@ def torch_step(w: Workload, cell: str, train: bool, device: str = "cpu") -> Buil
         def run():
             with torch.no_grad():
                 return forward()
-    return Built(run, lambda out: out.item(), None, None)  # item() waits for the device
+    temp_bytes = None  # PyTorch keeps no allocator statistics on the CPU
+    if device != "cpu":  # memory one step takes beyond what is already allocated (parameters, inputs)
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run().item()
+        temp_bytes = torch.cuda.max_memory_allocated() - before
+    return Built(run, lambda out: out.item(), temp_bytes, None)  # item() waits for the device
 
 
 def build(name: str, w: Workload, cell: str, train: bool) -> Built:
