@@ -463,6 +463,7 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
         full = [(r["T"], r["full unroll"]) for r in rows if r["full unroll"] is not None]
         ax.plot([t for t, _ in full], [s for _, s in full], "s--", label=f"{cell} full unroll")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # flat scan lines near 1 s beside full unrolls of tens of seconds
     ax.set_xlabel("T")
     ax.set_ylabel("lower + compile time of the train step (s)")
     ax.legend()
