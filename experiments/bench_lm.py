@@ -456,19 +456,20 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
         ax.set_xlabel("tokens/s")
     fig.savefig(out / "bench_lm_tokens.png", dpi=90)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for cell, rows in report["compile_vs_T"].items():
-        ax.plot([r["T"] for r in rows], [r["fused"] for r in rows], "^-", label=f"{cell} fused (default)")
-        ax.plot([r["T"] for r in rows], [r["unroll=1"] for r in rows], "o-", label=f"{cell} scan unroll=1")
-        full = [(r["T"], r["full unroll"]) for r in rows if r["full unroll"] is not None]
-        ax.plot([t for t, _ in full], [s for _, s in full], "s--", label=f"{cell} full unroll")
-    ax.set_xscale("log")
-    ax.set_yscale("log")  # flat scan lines near 1 s beside full unrolls of tens of seconds
-    ax.set_xlabel("T")
-    ax.set_ylabel("lower + compile time of the train step (s)")
-    ax.legend()
-    fig.savefig(out / "bench_compile_vs_T.png", dpi=90)
-    plt.close(fig)
+    if any(report["compile_vs_T"].values()):  # --compile-lengths "" measures none
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for cell, rows in report["compile_vs_T"].items():
+            ax.plot([r["T"] for r in rows], [r["fused"] for r in rows], "^-", label=f"{cell} fused (default)")
+            ax.plot([r["T"] for r in rows], [r["unroll=1"] for r in rows], "o-", label=f"{cell} scan unroll=1")
+            full = [(r["T"], r["full unroll"]) for r in rows if r["full unroll"] is not None]
+            ax.plot([t for t, _ in full], [s for _, s in full], "s--", label=f"{cell} full unroll")
+        ax.set_xscale("log")
+        ax.set_yscale("log")  # flat scan lines near 1 s beside full unrolls of tens of seconds
+        ax.set_xlabel("T")
+        ax.set_ylabel("lower + compile time of the train step (s)")
+        ax.legend()
+        fig.savefig(out / "bench_compile_vs_T.png", dpi=90)
+        plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def _converter(annotation: Any):
         return lambda text: None if text.lower() == "none" else inner(text)
     if typing.get_origin(annotation) is tuple:
         inner = _converter(origin_args[0]) if origin_args else str
-        return lambda text: tuple(inner(part) for part in text.split(","))
+        return lambda text: tuple(inner(part) for part in text.split(",") if part)  # "" is the empty tuple
     return {bool: _parse_bool, int: int, float: float, str: str}.get(annotation, str)
 
 

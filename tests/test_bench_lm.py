@@ -41,7 +41,7 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
 def test_gpu_peers_are_reported_skipped_without_a_gpu(tmp_path):
     report = bench_lm.main(["--configs", "notes", "--cells", "lstm,gru", "--workloads", "train",
                             "--implementations", "fused,torch_cuda,jax_rnn", "--rounds", "1", "--min-seconds", "0.01",
-                            "--compile-lengths", "16", "--out", str(tmp_path), "--reuse-host-memory", "false"])
+                            "--compile-lengths", "", "--out", str(tmp_path), "--reuse-host-memory", "false"])
     assert {r["impl"] for r in report["results"]} == {"fused"}
     reasons = {(r["cell"], r["impl"]): r["reason"] for r in report["skipped"]}
     assert set(reasons) == {(cell, impl) for cell in ("lstm", "gru") for impl in ("torch_cuda", "jax_rnn")}
@@ -49,6 +49,8 @@ def test_gpu_peers_are_reported_skipped_without_a_gpu(tmp_path):
     assert "CUDA" in reasons["lstm", "torch_cuda"]
     table = (tmp_path / "bench_lm.md").read_text()
     assert "| notes | gru | train | jax_rnn | skipped: jax.experimental.rnn has an LSTM only" in table
+    assert report["compile_vs_T"] == {"lstm": [], "gru": []}  # --compile-lengths "": none measured, none plotted
+    assert (tmp_path / "bench_lm_tokens.png").exists() and not (tmp_path / "bench_compile_vs_T.png").exists()
 
 
 def _packed_lstm_ref(x, h0, c0, weights, lengths, input_size, hidden_size, num_layers, dropout, bidirectional):
