@@ -60,7 +60,7 @@ def measure(config: DataParallelBenchConfig) -> dict:
     tokens = rng.integers(0, config.vocab_size, (config.batch_size, config.num_steps + 1))
     inputs = parallel.global_batch(mesh, tokens[:, :-1])
     targets = parallel.global_batch(mesh, tokens[:, 1:])
-    step = jax.jit(make_train_step(model, optimizer, "token_mean"), donate_argnums=(0, 1))
+    step = parallel.under_mesh(mesh, jax.jit(make_train_step(model, optimizer, "token_mean"), donate_argnums=(0, 1)))
     start = time.perf_counter()
     state, carry, metrics = step(state, carry, inputs, targets)
     jax.block_until_ready(metrics)

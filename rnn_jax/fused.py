@@ -39,7 +39,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import kernels, runners
+from rnn_jax import kernels, parallel, runners
 
 
 def prefetch_scan(f, init, xs, *, reverse: bool = False, unroll: int | bool = 1):
@@ -75,8 +75,9 @@ def _native_loop(name, reverse):
 
     `loop(W, elementwise, carry, projected, b) -> (final carry, hs, residuals)` (projected without the bias b,
     which the kernel adds; b may be None) and
-    `loop_backward(W, elementwise, residuals, d_final, d_hs) -> (d_carry, d_elementwise, d_projected, d_rec, h_prev)`,
-    batch dimensions flattened to one for the kernel and restored after.
+    `loop_backward(W, elementwise, residuals, d_final, d_hs) -> (d_carry, d_elementwise, d_projected, d_rec, h_prev)`
+    with d_projected, d_rec (T, *batch, K) and h_prev (T, *batch, H); batch dimensions are flattened to one for
+    the kernel and restored after.
     """
 
     def lstm_loop(W, _, carry, projected, b):
@@ -96,8 +97,8 @@ def _native_loop(name, reverse):
         d_pre, d_h0, d_c0 = kernels.lstm_backward(W, acts, cs, c0, d_hs.reshape(cs.shape), flat(d_final.h),
                                                   flat(d_final.c), reverse=reverse)
         d_carry = d_final._replace(h=d_h0.reshape(d_final.h.shape), c=d_c0.reshape(d_final.c.shape))
-        d_pre = d_pre.reshape(-1, W.shape[0])
-        return d_carry, None, d_pre, d_pre, h_prev.reshape(-1, hidden)
+        d_pre = d_pre.reshape(d_hs.shape[:-1] + W.shape[:1])
+        return d_carry, None, d_pre, d_pre, h_prev.reshape(d_hs.shape)
 
     def gru_loop(W, b_rg, carry, projected, b):
         steps, batch_shape, hidden = projected.shape[0], carry.h.shape[:-1], W.shape[-1]
@@ -112,10 +113,11 @@ def _native_loop(name, reverse):
         hidden = W.shape[-1]
         d_projected, d_rec, d_h0 = kernels.gru_backward(W, acts, hs, h0, d_hs.reshape(hs.shape),
                                                         d_final.h.reshape((-1, hidden)), reverse=reverse)
-        d_rec = d_rec.reshape(-1, W.shape[0])
-        d_b_rg = None if b_rg is None else d_rec[:, 2 * hidden:].sum(0)
-        return (d_final._replace(h=d_h0.reshape(d_final.h.shape)), d_b_rg, d_projected.reshape(-1, W.shape[0]),
-                d_rec, _previous_states(hs, h0, reverse).reshape(-1, hidden))
+        lead = d_hs.shape[:-1]
+        d_rec = d_rec.reshape(lead + W.shape[:1])
+        d_b_rg = None if b_rg is None else d_rec[..., 2 * hidden:].sum(tuple(range(len(lead))))
+        return (d_final._replace(h=d_h0.reshape(d_final.h.shape)), d_b_rg, d_projected.reshape(lead + W.shape[:1]),
+                d_rec, _previous_states(hs, h0, reverse).reshape(d_hs.shape))
 
     return {"lstm": (lstm_loop, lstm_loop_backward), "gru": (gru_loop, gru_loop_backward)}[name]
 
@@ -125,23 +127,22 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
     """The custom-VJP sequence function for one cell spec, unroll and direction:
 
     `(U (K, E), b (K,) or None, W (K, H_in), elementwise, carry, xs (T, *batch, E)) -> (final carry, hs)`.
-    Every product is written as a plain 2-D matrix product in the layout XLA:CPU runs fastest.
+    Products keep the time and batch axes apart where rows may be sharded over devices (`parallel.rows_product`),
+    so each device works on its own batch rows; otherwise they are the plain 2-D products XLA:CPU runs fastest.
     """
 
     if native:
         native_loop, native_loop_backward = _native_loop(spec.native, reverse)
 
     def run(U, b, W, elementwise, carry, xs):
-        num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
-        flat_xs = xs.reshape(-1, xs.shape[-1])
         # The native kernel adds b itself, saving XLA a pass over the (T, B, K) products.
-        projected = flat_xs @ U.T if b is None or native else flat_xs @ U.T + b
+        projected = xs @ U.T if b is None or native else xs @ U.T + b
         gate_shape = (W.shape[0],) if spec.num_gates is None else (spec.num_gates, W.shape[0] // spec.num_gates)
-        projected = projected.reshape((num_steps,) + batch_shape + gate_shape)
+        projected = projected.reshape(xs.shape[:-1] + gate_shape)
 
         if native:
             final, hs, residuals = native_loop(W, elementwise, carry, projected, b)
-            return (final, hs), (U, W, elementwise, None, residuals, flat_xs)
+            return (final, hs), (U, W, elementwise, None, residuals, xs)
 
         # h (B, H_in) x (H_in, K) runs faster in the loop than h x W^T (measured 1.1-1.9x per step); the barrier
         # keeps XLA from folding the transpose back into the product.
@@ -153,10 +154,10 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
             return carry, (h, carry_prev, residuals)
 
         final, (hs, carries, residuals) = prefetch_scan(body, carry, projected, reverse=reverse, unroll=unroll)
-        return (final, hs), (U, W, elementwise, carries, residuals, flat_xs)
+        return (final, hs), (U, W, elementwise, carries, residuals, xs)
 
     def backward(saved, cotangents):
-        U, W, elementwise, carries, residuals, flat_xs = saved
+        U, W, elementwise, carries, residuals, xs = saved
         d_final, d_hs = cotangents
         if native:
             d_carry, d_elementwise, d_projected, d_rec, h_prev = native_loop_backward(
@@ -164,17 +165,17 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
         else:
             d_carry, d_elementwise, d_projected, d_rec, h_prev = xla_loop_backward(
                 W, elementwise, carries, residuals, d_final, d_hs)
-        # (H_in, N) x (N, K) and (E, N) x (N, K), transposed after: faster here than (K, N) x (N, H_in). When the
-        # two cotangents are one array (LSTM, Elman), one product over [xs, h_prev] gives both: 4-5% faster train
-        # steps at `long` (H=256, T·B=8192), equal at the Zaremba sizes.
+        # Contracted over time and batch: (H_in, T·B) x (T·B, K) and (E, T·B) x (T·B, K), transposed after: faster
+        # here than (K, T·B) x (T·B, H_in). When the two cotangents are one array (LSTM, Elman), one product over
+        # [xs, h_prev] gives both: 4-5% faster train steps at `long` (H=256, T·B=8192), equal at the Zaremba sizes.
         if d_rec is d_projected:
-            d_UW = (jnp.concatenate([flat_xs, h_prev], axis=1).T @ d_projected).T
-            d_U, d_W = d_UW[:, :flat_xs.shape[1]], d_UW[:, flat_xs.shape[1]:]
+            d_UW = parallel.rows_product(jnp.concatenate([xs, h_prev], axis=-1), d_projected).T
+            d_U, d_W = d_UW[:, :xs.shape[-1]], d_UW[:, xs.shape[-1]:]
         else:
-            d_W = (h_prev.T @ d_rec).T
-            d_U = (flat_xs.T @ d_projected).T
-        d_b = d_projected.sum(0)
-        d_xs = (d_projected @ U).reshape(d_hs.shape[:-1] + (U.shape[-1],))
+            d_W = parallel.rows_product(h_prev, d_rec).T
+            d_U = parallel.rows_product(xs, d_projected).T
+        d_b = d_projected.sum(tuple(range(xs.ndim - 1)))
+        d_xs = d_projected @ U
         return d_U, d_b, d_W, d_elementwise, d_carry, d_xs
 
     def xla_loop_backward(W, elementwise, carries, residuals, d_final, d_hs):
@@ -192,9 +193,10 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
 
         (d_carry, d_elementwise), outputs = prefetch_scan(
             body, (d_final, zero_elementwise), (carries, residuals, d_hs), reverse=not reverse, unroll=unroll)
-        d_projected = outputs[0].reshape(-1, W.shape[0])
-        d_rec = d_projected if len(outputs) == 1 else outputs[1].reshape(-1, W.shape[0])
-        return d_carry, d_elementwise, d_projected, d_rec, carries.h.reshape(-1, carries.h.shape[-1])
+        lead = d_hs.shape[:-1]
+        d_projected = outputs[0].reshape(lead + W.shape[:1])
+        d_rec = d_projected if len(outputs) == 1 else outputs[1].reshape(lead + W.shape[:1])
+        return d_carry, d_elementwise, d_projected, d_rec, carries.h
 
     def backward_for_bias(saved, cotangents):
         d_U, d_b, *rest = backward(saved, cotangents)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax import _checks, kernels
+from rnn_jax import _checks, kernels, parallel
 from rnn_jax.cells import get_cell, output_size
 from rnn_jax.stack import Stacked, run_layers
 
@@ -281,9 +281,11 @@ def output_nll(params: LMParams, hs: jax.Array, targets: jax.Array, *, native: b
     dtypes = {hs.dtype, V.dtype} | ({c.dtype} if c is not None else set())
     if not (native and dtypes == {jnp.dtype(jnp.float32)} and kernels.available(jnp.float32)):
         return optax.softmax_cross_entropy_with_integer_labels(output_logits(params, hs).astype(jnp.float32), targets)
-    rows = hs.reshape(-1, hs.shape[-1])
+    # Three dimensions, the leading ones never merged: rows sharded over devices along either of them (batch-major
+    # or time-major features) stay where they are, each device taking its own rows (see rnn_jax.parallel).
+    rows = hs.reshape((-1,) + hs.shape[-2:]) if hs.ndim >= 2 else hs[None, None]
     bias = jnp.zeros(V.shape[:1], jnp.float32) if c is None else c
-    nll = _native_nll(rows, V, bias, targets.reshape(-1).astype(jnp.int32))
+    nll = _native_nll(rows, V, bias, targets.reshape(rows.shape[:-1]).astype(jnp.int32))
     return nll.reshape(targets.shape)
 
 
@@ -298,12 +300,12 @@ def _native_nll_forward(rows, V, bias, targets):
 
 
 def _native_nll_backward(residuals, d_nll):
-    # d_logits = d_nll[:, None] * d_unit, with the row scale moved onto the (N, H) operands and results: the
-    # (N, K) array is read only by the two products and the bias gradient's matrix-vector product, never
+    # d_logits = d_nll[..., None] * d_unit, with the row scale moved onto the (A, R, H) operands and results: the
+    # (A, R, K) array is read only by the two products and the bias gradient's matrix-vector product, never
     # rewritten (the whole train step measured 1-3% faster at zaremba_small than a backward kernel pass).
     rows, V, targets, d_unit = residuals
-    scale = d_nll[:, None]
-    return (scale * (d_unit @ V), d_unit.T @ (scale * rows), d_nll @ d_unit,
+    scale = d_nll[..., None]
+    return (scale * (d_unit @ V), parallel.rows_product(d_unit, scale * rows), parallel.rows_product(d_nll, d_unit),
             np.zeros(targets.shape, jax.dtypes.float0))
 
 

@@ -1,7 +1,9 @@
 """Data parallelism with JAX's own SPMD machinery: one mesh axis "data" over the devices.
 
 Batch rows (token windows and the carried recurrent state) are sharded along "data"; parameters and
-optimiser state are replicated; XLA inserts the gradient all-reduce. On several hosts, call
+optimiser state are replicated; XLA inserts the gradient all-reduce. Steps are traced and run under
+`jax.set_mesh(mesh)`, which tells the library's products (`rows_product`) and native kernels to keep every
+row on its device. On several hosts, call
 `initialize_distributed()` first (it wraps `jax.distributed.initialize`); each process then builds only its
 own rows of every batch (`local_rows`) and `global_batch` assembles the global array from them.
 
@@ -12,10 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -76,3 +80,38 @@ def global_batch(mesh: Mesh, local: np.ndarray) -> jax.Array:
 
 def place(tree: Any, sharding: NamedSharding) -> Any:
     return jax.device_put(tree, sharding)
+
+
+def under_mesh(mesh: Mesh, fn: Callable) -> Callable:
+    """`fn` called, and so traced when it is a jitted function, under `jax.set_mesh(mesh)` (see `rows_product`);
+    the wrapper keeps `fn` as `__wrapped__`."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with jax.set_mesh(mesh):
+            return fn(*args, **kwargs)
+    return call
+
+
+def several_devices() -> bool:
+    """Whether the code being traced runs under a mesh of more than one device (`jax.set_mesh`)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return not mesh.empty and mesh.size > 1
+
+
+def rows_product(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+    """`lhs^T rhs` summed over every leading (row) axis: (..., I) and (..., J) -> (I, J), e.g. a weight gradient;
+    lhs (...) with one weight per row gives (J,).
+
+    On one device the leading axes are merged first (a free reshape, and XLA:CPU multiplies by the transposed
+    operand in place). Under a mesh of several devices they stay apart: merging time-major (T, B) axes would
+    interleave each device's batch rows, so XLA would gather every row onto every device and repeat the whole
+    batch's work there; apart, each device sums its own rows and XLA adds the partial sums across devices.
+    """
+    per_row = lhs.ndim == rhs.ndim - 1
+    if not several_devices():
+        rhs = rhs.reshape(-1, rhs.shape[-1])
+        return lhs.reshape(-1) @ rhs if per_row else lhs.reshape(-1, lhs.shape[-1]).T @ rhs
+    axes = tuple(range(rhs.ndim - 1))
+    if per_row or lhs.size <= rhs.size:
+        return jnp.tensordot(lhs, rhs, (axes, axes))
+    return jnp.tensordot(rhs, lhs, (axes, axes)).T  # XLA copies its first operand into place: the smaller one

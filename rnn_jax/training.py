@@ -278,6 +278,7 @@ def evaluate(model: LanguageModel, params: LMParams, ids: np.ndarray, batch_size
     if mesh is not None:
         parallel.check_divisible(batch_size, mesh, "eval_batch_size")
         carry, rows = parallel.place(carry, parallel.rows_sharded(mesh)), parallel.local_rows(rows)
+        step = parallel.under_mesh(mesh, step)
     to_device = (lambda a: parallel.global_batch(mesh, a)) if mesh is not None else jnp.asarray
     total, count = 0.0, 0
     for index in range(data_lib.num_windows(rows, num_steps, drop_last=False)):
@@ -472,11 +473,13 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
     optimizer = make_optimizer(config.optim, windows_per_epoch, windows_per_epoch * config.epochs)
     schedule = learning_rate_schedule(config.optim, windows_per_epoch, windows_per_epoch * config.epochs)
     # Fixed shardings in and out: the step compiles once, whatever the device count.
-    train_step = jax.jit(make_train_step(model, optimizer, config.loss_reduction), donate_argnums=(0, 1),
-                         in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
-                         out_shardings=(replicated, rows_sharding, replicated))
-    eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
-                        out_shardings=(rows_sharding, replicated))
+    train_step = parallel.under_mesh(mesh, jax.jit(
+        make_train_step(model, optimizer, config.loss_reduction), donate_argnums=(0, 1),
+        in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
+        out_shardings=(replicated, rows_sharding, replicated)))
+    eval_step = parallel.under_mesh(mesh, jax.jit(
+        make_eval_step(model), in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
+        out_shardings=(rows_sharding, replicated)))
 
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
     params = model.init(init_key)

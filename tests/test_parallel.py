@@ -72,3 +72,30 @@ def test_indivisible_batch_is_a_clear_error(corpus, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "batch_size=8 does not divide over 3 devices" in done.stderr
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_sharded_step_runs_each_devices_rows_only(cell):
+    """4 devices, batch 8: every native kernel runs on 2 rows (the loss kernel on 5 steps x 2), no row is gathered
+    onto another device (the gradients' all-reduce is the only collective), and the step equals the 1-device one."""
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "dp_worker.py"), "sharding", cell], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 4 and report["difference"] < 1e-5
+    assert report["all_gathers"] == 0 and report["all_reduces"] > 0
+    if report["native"]:
+        assert report["kernel_rows"] == [2] and report["xent_rows"] == [10]
+
+
+def test_rows_product_equals_einsum_with_and_without_a_mesh():
+    lhs, rhs = np.random.default_rng(0).normal(size=(2, 3, 4, 5)), np.random.default_rng(1).normal(size=(2, 3, 4, 7))
+    want = np.einsum("abci,abcj->ij", lhs, rhs)
+    np.testing.assert_allclose(parallel.rows_product(lhs, rhs), want, rtol=1e-5)
+    np.testing.assert_allclose(parallel.rows_product(lhs[..., 0], rhs), want[0], rtol=1e-5)
+    code = ("import numpy as np, jax; from rnn_jax import parallel; a = np.ones((3, 8, 5)); b = np.ones((3, 8, 2)); "
+            "f = jax.jit(parallel.rows_product); g = parallel.under_mesh(parallel.make_mesh(4), f); "
+            "print(parallel.several_devices(), float(np.abs(g(a, b) - 24).max()), float(np.abs(g(b, a) - 24).max()))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False", "0.0", "0.0"]

@@ -146,7 +146,7 @@ def test_run_writes_everything(text_file, tmp_path):
     assert csv_lines[0].startswith("epoch,windows,step") and len(csv_lines) == 3
     assert result.sample.startswith("al") and len(result.sample) == 22
     assert json.loads((run_dir / "config.json").read_text())["model"]["vocab_size"] == result.vocab.size
-    assert result.train_step._cache_size() == 1  # the jitted step compiled once for the whole run
+    assert result.train_step.__wrapped__._cache_size() == 1  # the jitted step compiled once for the whole run
     with pytest.raises(FileExistsError, match="already holds a run with checkpoints"):
         train(small_config(text_file), run_dir, progress=False, log=lines.append)
 

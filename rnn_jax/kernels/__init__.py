@@ -7,6 +7,8 @@ small kernels, each with a few microseconds of dispatch and a thread-pool wake-u
 is one call, split over the hidden units between threads that meet once per step, with vectorised gate math
 (see `rnn_cpu.cc`). `rnn_jax.lm.output_nll` (the language model's loss) uses the softmax cross-entropy kernels
 under the same conditions: one pass per row of the logits instead of XLA's eight passes over all of them.
+Every kernel treats its rows independently: under `jax.vmap` the mapped axis joins the rows (one call), and
+with rows sharded over devices each device runs the kernel on its own rows (see `_call`).
 
 The library is compiled with the system's `c++` (or `$CXX`) and `-march=native` against the XLA FFI headers
 that ship with jaxlib, into `$RNN_JAX_KERNEL_CACHE` (default `~/.cache/rnn_jax/kernels`), keyed by the source,
@@ -139,44 +141,88 @@ def _require() -> None:
                                "use rnn_jax.fused_scan(..., native=False) or set RNN_JAX_NATIVE=0")
 
 
-def _call(target: str, out_types, row_axes: tuple, out_row_axes: tuple, operands: tuple, attrs: dict,
-          aliases: dict | None = None):
-    """`jax.ffi.ffi_call(target)` on operands whose batch rows lie on `row_axes` (None: shared, such as weights).
+def _ffi(target: str, out_types, attrs: dict | None = None, aliases: dict | None = None):
+    """The kernel `target` as a function of its operands (`out_types(*operands)`: its outputs' types)."""
+    return lambda *ops: jax.ffi.ffi_call(target, out_types(*ops), vmap_method="sequential",
+                                         input_output_aliases=aliases)(*ops, **(attrs or {}))
 
-    Under `jax.vmap` the mapped axis is folded into the rows, so a vmapped loop is one kernel call over n x B rows
-    (the kernels treat rows independently) rather than n calls of B rows each; per-example code written for one
-    sequence and vmapped over a batch then runs as the batched call. Only where a shared operand is itself mapped
-    (an ensemble of weights) does each element get its own call.
 
-    Args:
-        out_types: a function of the operands giving the outputs' `jax.ShapeDtypeStruct`s.
-        row_axes, out_row_axes: per operand and per output, the axis of the batch rows (or None).
+def _call(kernel, row_axes: tuple, out_row_axes: tuple, operands: tuple):
+    """`kernel(*operands)` for a kernel whose rows are independent: per operand and per output, `row_axes` are the
+    axes along which rows lie (empty for a shared operand, such as weights).
+
+    Two transformations use that independence:
+    - Under `jax.vmap` the mapped axis is folded into the first row axis, so a vmapped loop is one kernel call over
+      n x B rows rather than n calls of B rows each; per-example code written for one sequence and vmapped over a
+      batch then runs as the batched call. Only where a shared operand is itself mapped (an ensemble of weights)
+      does each element get its own call.
+    - Under `jit` with rows sharded over devices (data parallelism, `rnn_jax.parallel`) each device runs the kernel
+      on its own rows (`custom_partitioning`), the shared operands replicated, instead of gathering every row onto
+      every device and repeating the whole batch's work there.
     """
-    def raw(*ops):
-        return jax.ffi.ffi_call(target, out_types(*ops), vmap_method="sequential",
-                                input_output_aliases=aliases)(*ops, **attrs)
-
     @jax.custom_batching.custom_vmap
     def call(*ops):
-        return raw(*ops)
+        return _rows_partitioned(kernel, row_axes, out_row_axes, ops)(*ops)
 
     @call.def_vmap
     def fold_mapped_axis_into_rows(axis_size, in_batched, *ops):
-        if any(batched and axis is None for batched, axis in zip(in_batched, row_axes)):
-            outs = jax.vmap(raw, in_axes=[0 if batched else None for batched in in_batched])(*ops)
+        if any(batched and not axes for batched, axes in zip(in_batched, row_axes)):
+            outs = jax.vmap(kernel, in_axes=[0 if batched else None for batched in in_batched])(*ops)
             return outs, (True,) * len(outs)
         folded = []
-        for op, batched, axis in zip(ops, in_batched, row_axes):
-            if axis is not None:
-                op = jnp.moveaxis(op if batched else jnp.broadcast_to(op, (axis_size,) + op.shape), 0, axis)
-                op = op.reshape(op.shape[:axis] + (-1,) + op.shape[axis + 2:])
+        for op, batched, axes in zip(ops, in_batched, row_axes):
+            if axes:
+                op = jnp.moveaxis(op if batched else jnp.broadcast_to(op, (axis_size,) + op.shape), 0, axes[0])
+                op = op.reshape(op.shape[:axes[0]] + (-1,) + op.shape[axes[0] + 2:])
             folded.append(op)
-        outs = _call(target, out_types, row_axes, out_row_axes, tuple(folded), attrs, aliases)
-        outs = [jnp.moveaxis(out.reshape(out.shape[:axis] + (axis_size, -1) + out.shape[axis + 1:]), axis, 0)
-                for out, axis in zip(outs, out_row_axes)]
+        outs = _call(kernel, row_axes, out_row_axes, tuple(folded))
+        outs = [jnp.moveaxis(out.reshape(out.shape[:axes[0]] + (axis_size, -1) + out.shape[axes[0] + 1:]), axes[0], 0)
+                for out, axes in zip(outs, out_row_axes)]
         return tuple(outs), (True,) * len(outs)
 
     return call(*operands)
+
+
+def _rows_partitioned(kernel, row_axes, out_row_axes, operands):
+    """`kernel` under `custom_partitioning`: the k-th row axis of every operand and output is one factor, sharded as
+    in the first operand that has it; every other axis, and every shared operand, is replicated."""
+    from jax.experimental.custom_partitioning import custom_partitioning
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    ranks = [op.ndim for op in operands]
+    out_ranks = [out.ndim for out in jax.eval_shape(kernel, *operands)]
+    replicated = []
+
+    def factors(rank, axes, tag):
+        names = [f"rows{axes.index(a)}" if a in axes else f"{tag}_{a}" for a in range(rank)]
+        replicated.extend(name for name in names if not name.startswith("rows"))
+        return " ".join(names)
+
+    rule = (", ".join(factors(rank, axes, f"in{i}") for i, (rank, axes) in enumerate(zip(ranks, row_axes))) + " -> "
+            + ", ".join(factors(rank, axes, f"out{i}") for i, (rank, axes) in enumerate(zip(out_ranks, out_row_axes))))
+
+    def shardings(mesh, arg_shapes):
+        row_specs = {}
+        for shape, axes in zip(arg_shapes, row_axes):
+            spec = tuple(shape.sharding.spec) + (None,) * (len(shape.shape) - len(shape.sharding.spec))
+            for k, axis in enumerate(axes):
+                row_specs.setdefault(k, spec[axis])
+        sharding = lambda rank, axes: NamedSharding(mesh, PartitionSpec(
+            *[row_specs.get(axes.index(a)) if a in axes else None for a in range(rank)]))
+        return (tuple(sharding(rank, axes) for rank, axes in zip(ranks, row_axes)),
+                tuple(sharding(rank, axes) for rank, axes in zip(out_ranks, out_row_axes)))
+
+    def infer_sharding_from_operands(mesh, arg_shapes, result_shape):
+        return shardings(mesh, arg_shapes)[1]
+
+    def partition(mesh, arg_shapes, result_shape):
+        arg_shardings, result_shardings = shardings(mesh, arg_shapes)
+        return mesh, kernel, result_shardings, arg_shardings
+
+    partitioned = custom_partitioning(kernel)
+    partitioned.def_partition(partition, infer_sharding_from_operands=infer_sharding_from_operands,
+                              sharding_rule=rule, need_replication_factors=tuple(replicated))
+    return partitioned
 
 
 def lstm_forward(projected: jax.Array, W: jax.Array, h0: jax.Array, c0: jax.Array, bias: jax.Array | None = None, *,
@@ -201,8 +247,8 @@ def lstm_forward(projected: jax.Array, W: jax.Array, h0: jax.Array, c0: jax.Arra
         return (jax.ShapeDtypeStruct((steps, batch, h0.shape[-1]), jnp.float32),) * 2 + (
             jax.ShapeDtypeStruct(projected.shape, jnp.float32),)
 
-    return _call("rnn_jax_lstm_forward", out_types, (1, None, 0, 0, None), (1, 1, 1), (projected, W, h0, c0, bias),
-                 {"reverse": np.int64(reverse)})
+    return _call(_ffi("rnn_jax_lstm_forward", out_types, {"reverse": np.int64(reverse)}),
+                 ((1,), (), (0,), (0,), ()), ((1,), (1,), (1,)), (projected, W, h0, c0, bias))
 
 
 def lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, *, reverse: bool = False):
@@ -215,8 +261,9 @@ def lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, *, reverse: bool 
     def out_types(W, acts, cs, c0, d_hs, d_h_final, d_c_final):
         return (jax.ShapeDtypeStruct(acts.shape, jnp.float32),) + (jax.ShapeDtypeStruct(c0.shape, jnp.float32),) * 2
 
-    return _call("rnn_jax_lstm_backward", out_types, (None, 1, 1, 0, 1, 0, 0), (1, 0, 0),
-                 (W, acts, cs, c0, d_hs, d_h_final, d_c_final), {"reverse": np.int64(reverse)})
+    return _call(_ffi("rnn_jax_lstm_backward", out_types, {"reverse": np.int64(reverse)}),
+                 ((), (1,), (1,), (0,), (1,), (0,), (0,)), ((1,), (0,), (0,)),
+                 (W, acts, cs, c0, d_hs, d_h_final, d_c_final))
 
 
 def gru_forward(projected: jax.Array, W: jax.Array, b_rg: jax.Array, h0: jax.Array, bias: jax.Array | None = None, *,
@@ -243,8 +290,8 @@ def gru_forward(projected: jax.Array, W: jax.Array, b_rg: jax.Array, h0: jax.Arr
         return (jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32),
                 jax.ShapeDtypeStruct((steps, batch, 4 * hidden), jnp.float32))
 
-    return _call("rnn_jax_gru_forward", out_types, (1, None, None, 0, None), (1, 1), (projected, W, b_rg, h0, bias),
-                 {"reverse": np.int64(reverse)})
+    return _call(_ffi("rnn_jax_gru_forward", out_types, {"reverse": np.int64(reverse)}),
+                 ((1,), (), (), (0,), ()), ((1,), (1,)), (projected, W, b_rg, h0, bias))
 
 
 def gru_backward(W, acts, hs, h0, d_hs, d_h_final, *, reverse: bool = False):
@@ -260,38 +307,57 @@ def gru_backward(W, acts, hs, h0, d_hs, d_h_final, *, reverse: bool = False):
         return (jax.ShapeDtypeStruct((steps, batch, 3 * hidden), jnp.float32),) * 2 + (
             jax.ShapeDtypeStruct(h0.shape, jnp.float32),)
 
-    return _call("rnn_jax_gru_backward", out_types, (None, 1, 1, 0, 1, 0), (1, 1, 0),
-                 (W, acts, hs, h0, d_hs, d_h_final), {"reverse": np.int64(reverse)})
+    return _call(_ffi("rnn_jax_gru_backward", out_types, {"reverse": np.int64(reverse)}),
+                 ((), (1,), (1,), (0,), (1,), (0,)), ((1,), (1,), (0,)), (W, acts, hs, h0, d_hs, d_h_final))
+
+
+def _row_flattened(target: str, with_gradient: bool):
+    """The cross-entropy kernel `target` on logits (..., K) and targets (...): the leading axes are flattened into
+    the kernel's rows and restored on its outputs (per-row losses (...), and the gradient (..., K))."""
+    def out_types(logits, bias, targets):
+        rows = (int(np.prod(logits.shape[:-1])),)
+        second = logits.shape if with_gradient else rows
+        return jax.ShapeDtypeStruct(rows, jnp.float32), jax.ShapeDtypeStruct(second, jnp.float32)
+
+    flat = _ffi(target, out_types, aliases={0: 1} if with_gradient else None)
+
+    def kernel(logits, bias, targets):
+        lead = logits.shape[:-1]
+        first, second = flat(logits.reshape(-1, logits.shape[-1]), bias, targets.reshape(-1))
+        return first.reshape(lead), second.reshape(lead + ((logits.shape[-1],) if with_gradient else ()))
+
+    return kernel
+
+
+def _xent_call(target: str, with_gradient: bool, logits, bias, targets):
+    rows = tuple(range(logits.ndim - 1))
+    return _call(_row_flattened(target, with_gradient), (rows, (), rows), (rows, rows),
+                 (logits, bias, targets.astype(jnp.int32)))
 
 
 def softmax_xent_forward(logits: jax.Array, bias: jax.Array, targets: jax.Array):
-    """Softmax cross-entropy of the rows of `logits + bias` against integer targets: `(lse, nll)`, each (N,).
+    """Softmax cross-entropy of the rows of `logits + bias` against integer targets: `(lse, nll)`, each (...).
 
     Args:
-        logits: (N, K) float32, typically the product h V^T without its bias.
+        logits: (..., K) float32 (rows along any leading axes), typically the product h V^T without its bias.
         bias: (K,) float32 (zeros for none).
-        targets: (N,) int32 in [0, K); one outside gives a NaN loss.
+        targets: (...) int32 in [0, K); one outside gives a NaN loss.
 
     Returns:
-        lse (N,), the log of each row's normaliser, and nll (N,) = lse - (logits + bias)[n, targets[n]].
+        lse (...), the log of each row's normaliser, and nll (...) = lse - (logits + bias)[..., targets].
     """
     _require()
-    out_types = lambda logits, bias, targets: (jax.ShapeDtypeStruct(logits.shape[:1], jnp.float32),) * 2
-    return _call("rnn_jax_xent_forward", out_types, (0, None, 0), (0, 0), (logits, bias, targets.astype(jnp.int32)),
-                 {})
+    return _xent_call("rnn_jax_xent_forward", False, logits, bias, targets)
 
 
 def softmax_xent_value_and_grad(logits: jax.Array, bias: jax.Array, targets: jax.Array):
-    """`(nll (N,), d_logits (N, K))` in one pass per row: the loss of `softmax_xent_forward` and its gradient for a
-    unit cotangent, d_logits[n] = softmax(logits[n] + bias) - onehot(targets[n]).
+    """`(nll (...), d_logits (..., K))` in one pass per row: the loss of `softmax_xent_forward` and its gradient for
+    a unit cotangent, d_logits = softmax(logits + bias) - onehot(targets), row by row.
 
-    For training: a cotangent g (N,) of nll gives the logits' gradient g[:, None] * d_logits, and since that row
-    scale commutes with the products that read it, no backward pass over the (N, K) logits is needed. The result
+    For training: a cotangent g (...) of nll gives the logits' gradient g[..., None] * d_logits, and since that row
+    scale commutes with the products that read it, no backward pass over the (..., K) logits is needed. The result
     is written over `logits` when XLA can donate it (it can inside a jitted step where nothing else reads them).
     A target outside [0, K) gives NaN for that row's loss and gradient.
     """
     _require()
-    out_types = lambda logits, bias, targets: (jax.ShapeDtypeStruct(logits.shape[:1], jnp.float32),
-                                               jax.ShapeDtypeStruct(logits.shape, jnp.float32))
-    return _call("rnn_jax_xent_value_and_grad", out_types, (0, None, 0), (0, 0),
-                 (logits, bias, targets.astype(jnp.int32)), {}, aliases={0: 1})
+    return _xent_call("rnn_jax_xent_value_and_grad", True, logits, bias, targets)
