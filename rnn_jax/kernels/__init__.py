@@ -185,7 +185,7 @@ def _call(kernel, row_axes: tuple, out_row_axes: tuple, operands: tuple):
 
 def _rows_partitioned(kernel, row_axes, out_row_axes, operands):
     """`kernel` under `custom_partitioning`: the k-th row axis of every operand and output is one factor, sharded as
-    in the first operand that has it; every other axis, and every shared operand, is replicated."""
+    in the first operand where it is sharded; every other axis, and every shared operand, is replicated."""
     from jax.experimental.custom_partitioning import custom_partitioning
     from jax.sharding import NamedSharding, PartitionSpec
 
@@ -206,7 +206,8 @@ def _rows_partitioned(kernel, row_axes, out_row_axes, operands):
         for shape, axes in zip(arg_shapes, row_axes):
             spec = tuple(shape.sharding.spec) + (None,) * (len(shape.shape) - len(shape.sharding.spec))
             for k, axis in enumerate(axes):
-                row_specs.setdefault(k, spec[axis])
+                if row_specs.get(k) is None:  # the first operand whose k-th row axis is sharded decides
+                    row_specs[k] = spec[axis]
         sharding = lambda rank, axes: NamedSharding(mesh, PartitionSpec(
             *[row_specs.get(axes.index(a)) if a in axes else None for a in range(rank)]))
         return (tuple(sharding(rank, axes) for rank, axes in zip(ranks, row_axes)),
