@@ -477,9 +477,8 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
         make_train_step(model, optimizer, config.loss_reduction), donate_argnums=(0, 1),
         in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
         out_shardings=(replicated, rows_sharding, replicated)))
-    eval_step = parallel.under_mesh(mesh, jax.jit(
-        make_eval_step(model), in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
-        out_shardings=(rows_sharding, replicated)))
+    eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
+                        out_shardings=(rows_sharding, replicated))  # `evaluate` runs it under the mesh
 
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
     params = model.init(init_key)
