@@ -344,6 +344,95 @@ def test_softmax_xent_rejects_mismatched_shapes():
                                                                   jnp.zeros(3, jnp.int32)))
 
 
+def test_row_panels_layout_and_round_trip():
+    """Entry (n, k) of group p = n // 16 (width w) sits at flat offset 16 p K + k w + n mod 16."""
+    for rows, classes in [(0, 3), (5, 3), (16, 7), (37, 11)]:
+        x = np.arange(rows * classes, dtype=np.float32).reshape(rows, classes)
+        panels = np.asarray(kernels.rows_to_panels(jnp.asarray(x))).reshape(-1)
+        for n in range(rows):
+            group, width = n // 16, min(16, rows - n // 16 * 16)
+            for k in range(classes):
+                assert panels[16 * group * classes + k * width + n % 16] == x[n, k]
+        np.testing.assert_array_equal(kernels.panels_to_rows(kernels.rows_to_panels(jnp.asarray(x))), x)
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows, classes", [(1, 1), (7, 37), (16, 16), (33, 1000), (40, 10000)])
+def test_softmax_xent_panels_equal_the_row_major_kernel(rows, classes):
+    """The same losses and the same gradient, bit for bit, only laid out in row panels; a target outside [0, K)
+    still poisons its own row only."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    logits = 3.0 * jax.random.normal(keys[0], (rows, classes))
+    bias = jax.random.normal(keys[1], (classes,))
+    targets = jax.random.randint(keys[2], (rows,), 0, classes).at[-1].set(classes)
+    want_nll, want_d = kernels.softmax_xent_value_and_grad(logits, bias, targets)
+    nll, d_panels = jax.jit(kernels.softmax_xent_value_and_grad_panels)(logits, bias, targets)
+    np.testing.assert_array_equal(nll, want_nll)
+    np.testing.assert_array_equal(kernels.panels_to_rows(d_panels), want_d)
+    assert bool(jnp.isnan(nll[-1])) and bool(jnp.isnan(kernels.panels_to_rows(d_panels)[-1]).all())
+    if rows > 1:
+        assert bool(jnp.isfinite(kernels.panels_to_rows(d_panels)[:-1]).all())
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows, classes, hidden", [
+    (1, 1, 1),
+    (5, 3, 1),          # no full row panel
+    (16, 17, 16),       # one full panel; H a multiple of 16 (the bias gradient gets a column panel of its own)
+    (37, 100, 20),      # a partial last panel; H mod 16 = 4
+    (33, 1000, 256),
+    (400, 2000, 200),   # zaremba_small's rows and H; several depth blocks of the dh product
+])
+def test_output_layer_backward_equals_float64_products(rows, classes, hidden):
+    keys = jax.random.split(jax.random.key(1), 5)
+    logits = 2.0 * jax.random.normal(keys[0], (rows, classes))
+    targets = jax.random.randint(keys[1], (rows,), 0, classes)
+    h = jax.random.normal(keys[2], (rows, hidden))
+    g = jax.random.uniform(keys[3], (rows,), minval=-1.0, maxval=2.0)
+    V = jax.random.normal(keys[4], (classes, hidden))
+    _, d_panels = kernels.softmax_xent_value_and_grad_panels(logits, jnp.zeros(classes), targets)
+    d_h, d_V, d_c = jax.jit(kernels.output_layer_backward)(d_panels, h, g, V)
+    D, h64, g64, V64 = (np.asarray(a, np.float64) for a in (kernels.panels_to_rows(d_panels), h, g, V))
+    for got, want in ((d_h, g64[:, None] * (D @ V64)), (d_V, D.T @ (g64[:, None] * h64)), (d_c, g64 @ D)):
+        assert got.shape == want.shape and got.dtype == jnp.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5 * max(1.0, np.abs(want).max()))
+
+
+@needs_kernel
+def test_output_layer_kernels_under_vmap():
+    """Mapped, the pair runs its XLA form (the panel layout depends on the rows per call, and dV sums over rows):
+    per-example results equal one call per example, with shared and with mapped (ensemble) weights."""
+    examples, rows, classes, hidden = 3, 21, 50, 18
+    keys = jax.random.split(jax.random.key(2), 5)
+    logits = jax.random.normal(keys[0], (examples, rows, classes))
+    targets = jax.random.randint(keys[1], (examples, rows), 0, classes)
+    h = jax.random.normal(keys[2], (examples, rows, hidden))
+    g = jax.random.normal(keys[3], (examples, rows))
+    Vs = jax.random.normal(keys[4], (examples, classes, hidden))
+
+    def pair(logits, targets, h, g, V):
+        _, d_panels = kernels.softmax_xent_value_and_grad_panels(logits, jnp.zeros(classes), targets)
+        return kernels.output_layer_backward(d_panels, h, g, V)
+
+    for V_axis in (None, 0):
+        V = Vs[0] if V_axis is None else Vs
+        got = jax.jit(jax.vmap(pair, in_axes=(0, 0, 0, 0, V_axis)))(logits, targets, h, g, V)
+        for n in range(examples):
+            want = pair(logits[n], targets[n], h[n], g[n], V if V_axis is None else V[n])
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(a[n], b, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_output_layer_kernels_reject_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"expected logits \(N, K\), bias \(K,\), targets \(N,\).*got logits "
+                                         r"\(4, 8\) float32, bias \(7,\)"):
+        kernels.softmax_xent_value_and_grad_panels(jnp.zeros((4, 8)), jnp.zeros(7), jnp.zeros(4, jnp.int32))
+    with pytest.raises(ValueError, match=r"expected d_panels \(N, K\), h \(N, H\), g \(N,\), V \(K, H\).*"
+                                         r"V \(8, 6\) float32"):
+        kernels.output_layer_backward(jnp.zeros((4, 8)), jnp.zeros((4, 5)), jnp.zeros(4), jnp.zeros((8, 6)))
+
+
 @needs_kernel
 def test_empty_sequences_pass_the_final_cotangents_through():
     """T = 0 (fused_scan never calls the kernels then, but they are public): the backward returns the final

@@ -109,13 +109,32 @@ def test_output_nll_native_equals_optax_on_the_logits(overrides):
         logits, _ = model.apply(params, model.initial_state(B), tokens[:, :-1])
         return jnp.sum(weights * optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]))
 
-    assert "rnn_jax_xent_value_and_grad" in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, True)))(params))
+    native_jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: loss(p, True)))(params))
+    assert "rnn_jax_xent_value_and_grad_panels" in native_jaxpr and "rnn_jax_output_backward" in native_jaxpr
     assert "rnn_jax_xent" not in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, False)))(params))
     want, want_grad = jax.value_and_grad(optax_loss)(params)
     for native in (True, False):
         got, got_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, native)
         np.testing.assert_allclose(got, want, rtol=1e-5)
         chex.assert_trees_all_close(got_grad, want_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not kernels.available(), reason="native kernel unavailable here (no C++ compiler, RNN_JAX_NATIVE=0, or not the CPU backend)")
+def test_output_nll_per_example_gradients_under_vmap():
+    """vmap over examples of the native loss's gradient (the kernels then run their XLA form) equals optax's."""
+    model, params = model_and_params(output_bias=True, vocab_size=37)
+    tokens = jax.random.randint(jax.random.key(1), (B, T + 1), 0, 37)
+
+    def per_example(native):
+        def loss(params, window):
+            hs, _ = model.hidden_states(params, model.initial_state(1), window[None, :-1])
+            if native is None:
+                logits = output_logits(params, hs)
+                return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, window[None, 1:]))
+            return jnp.sum(output_nll(params, hs, window[None, 1:], native=native))
+        return jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(params, tokens)
+
+    chex.assert_trees_all_close(per_example(True), per_example(None), rtol=1e-4, atol=1e-6)
 
 
 def test_hidden_states_feed_apply_and_output_nll():

@@ -6,9 +6,11 @@ XLA loop, which gives the same results (tested to float32 rounding). XLA execute
 small kernels, each with a few microseconds of dispatch and a thread-pool wake-up for the product; a native loop
 is one call, split over the hidden units between threads that meet once per step, with vectorised gate math
 (see `rnn_cpu.cc`). `rnn_jax.lm.output_nll` (the language model's loss) uses the softmax cross-entropy kernels
-under the same conditions: one pass per row of the logits instead of XLA's eight passes over all of them.
-Every kernel treats its rows independently: under `jax.vmap` the mapped axis joins the rows (one call), and
-with rows sharded over devices each device runs the kernel on its own rows (see `_call`).
+under the same conditions: one pass per row of the logits instead of XLA's eight passes over all of them; on
+one device its gradient goes to `output_layer_backward` in row panels (`rows_to_panels`), one call for the
+output layer's three backward products. The loop and cross-entropy kernels treat their rows independently: under
+`jax.vmap` the mapped axis joins the rows (one call), and with rows sharded over devices each device runs the
+kernel on its own rows (see `_call`); the row-panel pair runs its XLA form under `jax.vmap`.
 
 The library is compiled with the system's `c++` (or `$CXX`) and `-march=native` against the XLA FFI headers
 that ship with jaxlib, into `$RNN_JAX_KERNEL_CACHE` (default `~/.cache/rnn_jax/kernels`), keyed by the source,
@@ -113,7 +115,9 @@ def _load() -> bool:
                              ("rnn_jax_gru_forward", library.RnnJaxGruForward),
                              ("rnn_jax_gru_backward", library.RnnJaxGruBackward),
                              ("rnn_jax_xent_forward", library.RnnJaxXentForward),
-                             ("rnn_jax_xent_value_and_grad", library.RnnJaxXentValueAndGrad)):
+                             ("rnn_jax_xent_value_and_grad", library.RnnJaxXentValueAndGrad),
+                             ("rnn_jax_xent_value_and_grad_panels", library.RnnJaxXentValueAndGradPanels),
+                             ("rnn_jax_output_backward", library.RnnJaxOutputBackward)):
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
         return True
     except Exception as error:  # noqa: BLE001 - any failure means "use the XLA loop", said once
@@ -362,3 +366,125 @@ def softmax_xent_value_and_grad(logits: jax.Array, bias: jax.Array, targets: jax
     """
     _require()
     return _xent_call("rnn_jax_xent_value_and_grad", True, logits, bias, targets)
+
+
+PANEL_ROWS = 16
+
+
+def rows_to_panels(x: jax.Array) -> jax.Array:
+    """(N, K) row-major -> the same entries in row panels, still shaped (N, K): the layout in which
+    `softmax_xent_value_and_grad_panels` writes its gradient and `output_layer_backward` reads it.
+
+    Rows go in groups of 16 (the last one N mod 16 rows wide), each group stored class-major: entry (n, k) lands at
+    flat offset 16 p K + k w + (n - 16 p), p = n // 16 and w its group's width. Both products of the output
+    layer's backward pass then read D contiguously (see `rnn_cpu.cc`).
+    """
+    rows, classes = x.shape
+    full = rows - rows % PANEL_ROWS
+    head = x[:full].reshape(-1, PANEL_ROWS, classes).transpose(0, 2, 1).reshape(full, classes)
+    return jnp.concatenate([head, x[full:].T.reshape(rows - full, classes)])
+
+
+def panels_to_rows(x: jax.Array) -> jax.Array:
+    """The inverse of `rows_to_panels`: (N, K) in row panels -> (N, K) row-major."""
+    rows, classes = x.shape
+    full = rows - rows % PANEL_ROWS
+    head = x[:full].reshape(-1, classes, PANEL_ROWS).transpose(0, 2, 1).reshape(full, classes)
+    return jnp.concatenate([head, x[full:].reshape(classes, rows - full).T])
+
+
+def _native_or_reference(native, reference):
+    """`native`, with `jax.vmap` running `reference` (the same function in XLA ops) instead.
+
+    The row-panel layout of the pair below depends on the number of rows per call, and the backward kernel's
+    weight gradients sum over its rows, so the mapped axis cannot fold into the rows as in `_call`.
+    """
+    @jax.custom_batching.custom_vmap
+    def call(*ops):
+        return native(*ops)
+
+    @call.def_vmap
+    def mapped(axis_size, in_batched, *ops):
+        outs = jax.vmap(reference, in_axes=[0 if batched else None for batched in in_batched])(*ops)
+        return tuple(outs), (True,) * len(outs)
+
+    return call
+
+
+def _check_rows(name: str, expected: str, arrays: dict, rows: int, ok: bool) -> None:
+    if not ok:
+        got = ", ".join(f"{key} {tuple(value.shape)} {value.dtype}" for key, value in arrays.items())
+        raise ValueError(f"{name}: expected {expected} float32 (targets int32) with N={rows}; got {got}")
+
+
+def softmax_xent_value_and_grad_panels(logits: jax.Array, bias: jax.Array, targets: jax.Array):
+    """`softmax_xent_value_and_grad` for 2-D logits, its gradient written in row panels (`rows_to_panels`):
+    `(nll (N,), d_panels (N, K))`, the input of `output_layer_backward`.
+
+    Args:
+        logits: (N, K) float32, typically h V^T without the bias.
+        bias: (K,) float32 (zeros for none).
+        targets: (N,) int in [0, K); one outside gives a NaN loss and gradient row.
+
+    Returns:
+        nll (N,) and d_panels = rows_to_panels(softmax(logits + bias) - onehot(targets)), (N, K).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rnn_jax import kernels
+        >>> nll, d = kernels.softmax_xent_value_and_grad_panels(jnp.zeros((20, 5)), jnp.zeros(5),
+        ...                                                     jnp.zeros(20, jnp.int32))  # doctest: +SKIP
+        >>> kernels.panels_to_rows(d)[0]  # doctest: +SKIP
+        Array([-0.8,  0.2,  0.2,  0.2,  0.2], dtype=float32)
+    """
+    _require()
+    targets = jnp.asarray(targets)
+    _check_rows("softmax_xent_value_and_grad_panels", "logits (N, K), bias (K,), targets (N,)",
+                {"logits": logits, "bias": bias, "targets": targets}, logits.shape[0] if logits.ndim else -1,
+                logits.ndim == 2 and bias.shape == logits.shape[1:] and targets.shape == logits.shape[:1]
+                and logits.dtype == bias.dtype == jnp.float32 and jnp.issubdtype(targets.dtype, jnp.integer))
+
+    def out_types(logits, bias, targets):
+        return jax.ShapeDtypeStruct(logits.shape[:1], jnp.float32), jax.ShapeDtypeStruct(logits.shape, jnp.float32)
+
+    def reference(logits, bias, targets):
+        nll, d_logits = softmax_xent_value_and_grad(logits, bias, targets)
+        return nll, rows_to_panels(d_logits)
+
+    native = _ffi("rnn_jax_xent_value_and_grad_panels", out_types, aliases={0: 1})
+    return _native_or_reference(native, reference)(logits, bias, targets.astype(jnp.int32))
+
+
+def output_layer_backward(d_panels: jax.Array, h: jax.Array, g: jax.Array, V: jax.Array):
+    """The output layer's backward pass from the loss gradient in row panels: `(dh, dV, dc)`.
+
+    For logits z = h V^T + c, losses with gradient D = d loss / dz for a unit cotangent (the rows of
+    `softmax_xent_value_and_grad_panels`) and a cotangent g of the losses:
+        dh = g ⊙ (D V),   dV = D^T (g ⊙ h),   dc = D^T g.
+    One native call reads D once per product, in a layout where both run near the machine's matrix-product peak.
+
+    Args:
+        d_panels: (N, K) float32, D in row panels.
+        h: (N, H) float32, the output layer's inputs.
+        g: (N,) float32, the cotangent of each row's loss.
+        V: (K, H) float32, the output weights.
+
+    Returns:
+        dh (N, H), dV (K, H), dc (K,), float32.
+    """
+    _require()
+    _check_rows("output_layer_backward", "d_panels (N, K), h (N, H), g (N,), V (K, H)",
+                {"d_panels": d_panels, "h": h, "g": g, "V": V}, d_panels.shape[0] if d_panels.ndim else -1,
+                d_panels.ndim == 2 and h.ndim == 2 and V.ndim == 2 and h.shape[0] == d_panels.shape[0]
+                and g.shape == d_panels.shape[:1] and V.shape == (d_panels.shape[1], h.shape[1])
+                and d_panels.dtype == h.dtype == g.dtype == V.dtype == jnp.float32)
+
+    def out_types(d_panels, h, g, V):
+        return (jax.ShapeDtypeStruct(h.shape, jnp.float32), jax.ShapeDtypeStruct(V.shape, jnp.float32),
+                jax.ShapeDtypeStruct(V.shape[:1], jnp.float32))
+
+    def reference(d_panels, h, g, V):
+        d = panels_to_rows(d_panels)
+        return g[:, None] * (d @ V), d.T @ (g[:, None] * h), g @ d
+
+    return _native_or_reference(_ffi("rnn_jax_output_backward", out_types), reference)(d_panels, h, g, V)
