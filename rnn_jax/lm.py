@@ -300,7 +300,7 @@ def _native_nll_forward(rows, V, bias, targets):
         return nll, (rows, V, targets, d_unit)
     # One device: the gradient in row panels, for the native backward pass over all (A x R) rows at once.
     flat = rows.reshape(-1, rows.shape[-1])
-    nll, d_panels = kernels.softmax_xent_value_and_grad_panels(flat @ V.T, bias, targets.reshape(-1))
+    nll, d_panels = kernels.output_layer_forward(flat, V, bias, targets.reshape(-1))
     return nll.reshape(targets.shape), (rows, V, targets, d_panels)
 
 

@@ -357,21 +357,24 @@ def test_row_panels_layout_and_round_trip():
 
 
 @needs_kernel
-@pytest.mark.parametrize("rows, classes", [(1, 1), (7, 37), (16, 16), (33, 1000), (40, 10000)])
-def test_softmax_xent_panels_equal_the_row_major_kernel(rows, classes):
-    """The same losses and the same gradient, bit for bit, only laid out in row panels; a target outside [0, K)
-    still poisons its own row only."""
-    keys = jax.random.split(jax.random.key(0), 3)
-    logits = 3.0 * jax.random.normal(keys[0], (rows, classes))
-    bias = jax.random.normal(keys[1], (classes,))
-    targets = jax.random.randint(keys[2], (rows,), 0, classes).at[-1].set(classes)
-    want_nll, want_d = kernels.softmax_xent_value_and_grad(logits, bias, targets)
-    nll, d_panels = jax.jit(kernels.softmax_xent_value_and_grad_panels)(logits, bias, targets)
-    np.testing.assert_array_equal(nll, want_nll)
-    np.testing.assert_array_equal(kernels.panels_to_rows(d_panels), want_d)
-    assert bool(jnp.isnan(nll[-1])) and bool(jnp.isnan(kernels.panels_to_rows(d_panels)[-1]).all())
+@pytest.mark.parametrize("rows, classes, hidden", [
+    (1, 1, 1), (5, 3, 0), (7, 37, 5), (16, 16, 16), (33, 1000, 256), (40, 10000, 200)])
+def test_output_layer_forward_equals_xla_logits_and_the_row_major_kernel(rows, classes, hidden):
+    """Loss and gradient of h V^T + c as the row-major kernel gives them for XLA's logits (to the products'
+    rounding), only laid out in row panels; a target outside [0, K) still poisons its own row only."""
+    keys = jax.random.split(jax.random.key(0), 4)
+    h = jax.random.normal(keys[0], (rows, hidden))
+    V = jax.random.normal(keys[1], (classes, hidden)) / max(1.0, hidden ** 0.5)
+    bias = jax.random.normal(keys[2], (classes,))
+    targets = jax.random.randint(keys[3], (rows,), 0, classes).at[-1].set(classes)
+    want_nll, want_d = kernels.softmax_xent_value_and_grad(h @ V.T, bias, targets)
+    nll, d_panels = jax.jit(kernels.output_layer_forward)(h, V, bias, targets)
+    d = kernels.panels_to_rows(d_panels)
+    np.testing.assert_allclose(nll, want_nll, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d, want_d, rtol=1e-4, atol=1e-6)
+    assert bool(jnp.isnan(nll[-1])) and bool(jnp.isnan(d[-1]).all())
     if rows > 1:
-        assert bool(jnp.isfinite(kernels.panels_to_rows(d_panels)[:-1]).all())
+        assert bool(jnp.isfinite(d[:-1]).all()) and bool(jnp.isfinite(nll[:-1]).all())
 
 
 @needs_kernel
@@ -390,7 +393,7 @@ def test_output_layer_backward_equals_float64_products(rows, classes, hidden):
     h = jax.random.normal(keys[2], (rows, hidden))
     g = jax.random.uniform(keys[3], (rows,), minval=-1.0, maxval=2.0)
     V = jax.random.normal(keys[4], (classes, hidden))
-    _, d_panels = kernels.softmax_xent_value_and_grad_panels(logits, jnp.zeros(classes), targets)
+    d_panels = kernels.rows_to_panels(kernels.softmax_xent_value_and_grad(logits, jnp.zeros(classes), targets)[1])
     d_h, d_V, d_c = jax.jit(kernels.output_layer_backward)(d_panels, h, g, V)
     D, h64, g64, V64 = (np.asarray(a, np.float64) for a in (kernels.panels_to_rows(d_panels), h, g, V))
     for got, want in ((d_h, g64[:, None] * (D @ V64)), (d_V, D.T @ (g64[:, None] * h64)), (d_c, g64 @ D)):
@@ -404,30 +407,31 @@ def test_output_layer_kernels_under_vmap():
     per-example results equal one call per example, with shared and with mapped (ensemble) weights."""
     examples, rows, classes, hidden = 3, 21, 50, 18
     keys = jax.random.split(jax.random.key(2), 5)
-    logits = jax.random.normal(keys[0], (examples, rows, classes))
     targets = jax.random.randint(keys[1], (examples, rows), 0, classes)
     h = jax.random.normal(keys[2], (examples, rows, hidden))
     g = jax.random.normal(keys[3], (examples, rows))
     Vs = jax.random.normal(keys[4], (examples, classes, hidden))
 
-    def pair(logits, targets, h, g, V):
-        _, d_panels = kernels.softmax_xent_value_and_grad_panels(logits, jnp.zeros(classes), targets)
-        return kernels.output_layer_backward(d_panels, h, g, V)
+    bias = jax.random.normal(keys[0], (classes,))
+
+    def pair(targets, h, g, V):
+        nll, d_panels = kernels.output_layer_forward(h, V, bias, targets)
+        return (nll,) + kernels.output_layer_backward(d_panels, h, g, V)
 
     for V_axis in (None, 0):
         V = Vs[0] if V_axis is None else Vs
-        got = jax.jit(jax.vmap(pair, in_axes=(0, 0, 0, 0, V_axis)))(logits, targets, h, g, V)
+        got = jax.jit(jax.vmap(pair, in_axes=(0, 0, 0, V_axis)))(targets, h, g, V)
         for n in range(examples):
-            want = pair(logits[n], targets[n], h[n], g[n], V if V_axis is None else V[n])
+            want = pair(targets[n], h[n], g[n], V if V_axis is None else V[n])
             for a, b in zip(got, want):
                 np.testing.assert_allclose(a[n], b, rtol=1e-5, atol=1e-5)
 
 
 @needs_kernel
 def test_output_layer_kernels_reject_mismatched_shapes():
-    with pytest.raises(ValueError, match=r"expected logits \(N, K\), bias \(K,\), targets \(N,\).*got logits "
-                                         r"\(4, 8\) float32, bias \(7,\)"):
-        kernels.softmax_xent_value_and_grad_panels(jnp.zeros((4, 8)), jnp.zeros(7), jnp.zeros(4, jnp.int32))
+    with pytest.raises(ValueError, match=r"expected h \(N, H\), V \(K, H\), bias \(K,\), targets \(N,\).*got h "
+                                         r"\(4, 8\) float32, V \(7, 8\) float32, bias \(6,\)"):
+        kernels.output_layer_forward(jnp.zeros((4, 8)), jnp.zeros((7, 8)), jnp.zeros(6), jnp.zeros(4, jnp.int32))
     with pytest.raises(ValueError, match=r"expected d_panels \(N, K\), h \(N, H\), g \(N,\), V \(K, H\).*"
                                          r"V \(8, 6\) float32"):
         kernels.output_layer_backward(jnp.zeros((4, 8)), jnp.zeros((4, 5)), jnp.zeros(4), jnp.zeros((8, 6)))

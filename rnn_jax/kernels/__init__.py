@@ -6,9 +6,9 @@ XLA loop, which gives the same results (tested to float32 rounding). XLA execute
 small kernels, each with a few microseconds of dispatch and a thread-pool wake-up for the product; a native loop
 is one call, split over the hidden units between threads that meet once per step, with vectorised gate math
 (see `rnn_cpu.cc`). `rnn_jax.lm.output_nll` (the language model's loss) uses the softmax cross-entropy kernels
-under the same conditions: one pass per row of the logits instead of XLA's eight passes over all of them; on
-one device its gradient goes to `output_layer_backward` in row panels (`rows_to_panels`), one call for the
-output layer's three backward products. The loop and cross-entropy kernels treat their rows independently: under
+under the same conditions: one pass per row of the logits instead of XLA's eight passes over all of them. On
+one device it trains with `output_layer_forward` (logits, loss and gradient in one call, the gradient in row
+panels, `rows_to_panels`) and `output_layer_backward` (the output layer's three backward products in one call). The loop and cross-entropy kernels treat their rows independently: under
 `jax.vmap` the mapped axis joins the rows (one call), and with rows sharded over devices each device runs the
 kernel on its own rows (see `_call`); the row-panel pair runs its XLA form under `jax.vmap`.
 
@@ -116,8 +116,8 @@ def _load() -> bool:
                              ("rnn_jax_gru_backward", library.RnnJaxGruBackward),
                              ("rnn_jax_xent_forward", library.RnnJaxXentForward),
                              ("rnn_jax_xent_value_and_grad", library.RnnJaxXentValueAndGrad),
-                             ("rnn_jax_xent_value_and_grad_panels", library.RnnJaxXentValueAndGradPanels),
-                             ("rnn_jax_output_backward", library.RnnJaxOutputBackward)):
+                             ("rnn_jax_output_backward", library.RnnJaxOutputBackward),
+                             ("rnn_jax_output_forward", library.RnnJaxOutputForward)):
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
         return True
     except Exception as error:  # noqa: BLE001 - any failure means "use the XLA loop", said once
@@ -373,7 +373,7 @@ PANEL_ROWS = 16
 
 def rows_to_panels(x: jax.Array) -> jax.Array:
     """(N, K) row-major -> the same entries in row panels, still shaped (N, K): the layout in which
-    `softmax_xent_value_and_grad_panels` writes its gradient and `output_layer_backward` reads it.
+    `output_layer_forward` writes the loss's gradient and `output_layer_backward` reads it.
 
     Rows go in groups of 16 (the last one N mod 16 rows wide), each group stored class-major: entry (n, k) lands at
     flat offset 16 p K + k w + (n - 16 p), p = n // 16 and w its group's width. Both products of the output
@@ -417,49 +417,11 @@ def _check_rows(name: str, expected: str, arrays: dict, rows: int, ok: bool) -> 
         raise ValueError(f"{name}: expected {expected} float32 (targets int32) with N={rows}; got {got}")
 
 
-def softmax_xent_value_and_grad_panels(logits: jax.Array, bias: jax.Array, targets: jax.Array):
-    """`softmax_xent_value_and_grad` for 2-D logits, its gradient written in row panels (`rows_to_panels`):
-    `(nll (N,), d_panels (N, K))`, the input of `output_layer_backward`.
-
-    Args:
-        logits: (N, K) float32, typically h V^T without the bias.
-        bias: (K,) float32 (zeros for none).
-        targets: (N,) int in [0, K); one outside gives a NaN loss and gradient row.
-
-    Returns:
-        nll (N,) and d_panels = rows_to_panels(softmax(logits + bias) - onehot(targets)), (N, K).
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from rnn_jax import kernels
-        >>> nll, d = kernels.softmax_xent_value_and_grad_panels(jnp.zeros((20, 5)), jnp.zeros(5),
-        ...                                                     jnp.zeros(20, jnp.int32))  # doctest: +SKIP
-        >>> kernels.panels_to_rows(d)[0]  # doctest: +SKIP
-        Array([-0.8,  0.2,  0.2,  0.2,  0.2], dtype=float32)
-    """
-    _require()
-    targets = jnp.asarray(targets)
-    _check_rows("softmax_xent_value_and_grad_panels", "logits (N, K), bias (K,), targets (N,)",
-                {"logits": logits, "bias": bias, "targets": targets}, logits.shape[0] if logits.ndim else -1,
-                logits.ndim == 2 and bias.shape == logits.shape[1:] and targets.shape == logits.shape[:1]
-                and logits.dtype == bias.dtype == jnp.float32 and jnp.issubdtype(targets.dtype, jnp.integer))
-
-    def out_types(logits, bias, targets):
-        return jax.ShapeDtypeStruct(logits.shape[:1], jnp.float32), jax.ShapeDtypeStruct(logits.shape, jnp.float32)
-
-    def reference(logits, bias, targets):
-        nll, d_logits = softmax_xent_value_and_grad(logits, bias, targets)
-        return nll, rows_to_panels(d_logits)
-
-    native = _ffi("rnn_jax_xent_value_and_grad_panels", out_types, aliases={0: 1})
-    return _native_or_reference(native, reference)(logits, bias, targets.astype(jnp.int32))
-
-
 def output_layer_backward(d_panels: jax.Array, h: jax.Array, g: jax.Array, V: jax.Array):
     """The output layer's backward pass from the loss gradient in row panels: `(dh, dV, dc)`.
 
-    For logits z = h V^T + c, losses with gradient D = d loss / dz for a unit cotangent (the rows of
-    `softmax_xent_value_and_grad_panels`) and a cotangent g of the losses:
+    For logits z = h V^T + c, losses with gradient D = d loss / dz for a unit cotangent (from
+    `output_layer_forward`) and a cotangent g of the losses:
         dh = g ⊙ (D V),   dV = D^T (g ⊙ h),   dc = D^T g.
     One native call reads D once per product, in a layout where both run near the machine's matrix-product peak.
 
@@ -488,3 +450,47 @@ def output_layer_backward(d_panels: jax.Array, h: jax.Array, g: jax.Array, V: ja
         return g[:, None] * (d @ V), d.T @ (g[:, None] * h), g @ d
 
     return _native_or_reference(_ffi("rnn_jax_output_backward", out_types), reference)(d_panels, h, g, V)
+
+
+def output_layer_forward(h: jax.Array, V: jax.Array, bias: jax.Array, targets: jax.Array):
+    """The output layer and its loss for training in one native call: `(nll (N,), d_panels (N, K))`, the loss of
+    `softmax_xent_value_and_grad(h @ V.T, bias, targets)` and its gradient in row panels (`rows_to_panels`).
+
+    The product writes the logits straight into row panels (its tiles are one panel's layout) and the softmax
+    then runs across each panel's 16 rows at once, so the (N, K) logits are never stored row-major.
+
+    Args:
+        h: (N, H) float32, the output layer's inputs.
+        V: (K, H) float32, the output weights.
+        bias: (K,) float32 (zeros for none).
+        targets: (N,) int in [0, K); one outside gives a NaN loss and gradient row.
+
+    Returns:
+        nll (N,) and d_panels = rows_to_panels(softmax(h V^T + bias) - onehot(targets)), (N, K).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rnn_jax import kernels
+        >>> nll, d = kernels.output_layer_forward(jnp.zeros((20, 3)), jnp.zeros((5, 3)), jnp.zeros(5),
+        ...                                       jnp.zeros(20, jnp.int32))  # doctest: +SKIP
+        >>> kernels.panels_to_rows(d)[0]  # doctest: +SKIP
+        Array([-0.8,  0.2,  0.2,  0.2,  0.2], dtype=float32)
+    """
+    _require()
+    targets = jnp.asarray(targets)
+    _check_rows("output_layer_forward", "h (N, H), V (K, H), bias (K,), targets (N,)",
+                {"h": h, "V": V, "bias": bias, "targets": targets}, h.shape[0] if h.ndim else -1,
+                h.ndim == 2 and V.ndim == 2 and V.shape[1:] == h.shape[1:] and bias.shape == V.shape[:1]
+                and targets.shape == h.shape[:1] and h.dtype == V.dtype == bias.dtype == jnp.float32
+                and jnp.issubdtype(targets.dtype, jnp.integer))
+
+    def out_types(h, V, bias, targets):
+        return (jax.ShapeDtypeStruct(h.shape[:1], jnp.float32),
+                jax.ShapeDtypeStruct((h.shape[0], V.shape[0]), jnp.float32))
+
+    def reference(h, V, bias, targets):
+        nll, d_logits = softmax_xent_value_and_grad(h @ V.T, bias, targets)
+        return nll, rows_to_panels(d_logits)
+
+    return _native_or_reference(_ffi("rnn_jax_output_forward", out_types), reference)(
+        h, V, bias, targets.astype(jnp.int32))

@@ -1,5 +1,5 @@
 // The LSTM's and the reset-after GRU's recurrent loops on the CPU, forward and backward, as XLA FFI handlers;
-// also the output layer's softmax cross-entropy (section at the end).
+// also the output layer's softmax cross-entropy, and its training forward and backward passes (sections at the end).
 //
 // XLA runs a `lax.scan` body as a sequence of small kernels ("thunks"), each with a few microseconds of dispatch
 // overhead and a thread-pool wake-up for the matrix product; at B=16, H=256 that is about half of each step.
@@ -831,7 +831,7 @@ ffi::Error XentValueAndGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> l
 //   dV   = D^T h'    (h' = g ⊙ h, packed) broadcasts D's entries at fixed offsets 64 r + 4 i from a panel's base,
 // and dc rides along as one more column of h' (g itself). Measured standalone at 400 x 10000 x 200: 8.2 + 7.7 ms
 // (195 and 209 GFLOP/s) against 20 ms for XLA's three, reading the row-major D. The layout is private to the pair
-// `XentValueAndGradPanels` (writes it) and `OutputBackward` (reads it).
+// `OutputForward` (writes it, section below) and `OutputBackward` (reads it).
 constexpr long kPanelRows = 16;
 
 inline long panel_width(long rows, long panel) { return std::min(kPanelRows, rows - panel * kPanelRows); }
@@ -876,78 +876,6 @@ float* thread_scratch(size_t floats) {
     capacity = floats;
   }
   return buffer->data;
-}
-
-// The value-and-gradient kernel writing D in row panels: per panel, each row's max and exp(z - max) (into a
-// scratch panel, row-major) and its loss, then the scaled rows transposed 16 x 16 at a time into the panel.
-ffi::Error XentValueAndGradPanelsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> logits,
-                                      ffi::Buffer<ffi::F32, 1> bias, ffi::Buffer<ffi::S32, 1> targets,
-                                      ffi::ResultBuffer<ffi::F32, 1> nll, ffi::ResultBuffer<ffi::F32, 2> d_panels) {
-  const long rows = logits.dimensions()[0], classes = logits.dimensions()[1];
-  if (bias.dimensions()[0] != classes || targets.dimensions()[0] != rows) {
-    return ffi::Error::InvalidArgument("softmax cross-entropy kernel: expected logits (N, K), bias (K,), targets (N,) "
-                                       "with N=" + std::to_string(rows) + ", K=" + std::to_string(classes) +
-                                       "; got bias (" + std::to_string(bias.dimensions()[0]) + ",), targets (" +
-                                       std::to_string(targets.dimensions()[0]) + ",)");
-  }
-  if (rows == 0 || classes == 0) {
-    std::fill(nll->typed_data(), nll->typed_data() + rows, classes == 0 ? __builtin_nanf("") : 0.0f);
-    return ffi::Error::Success();
-  }
-  const float* X = logits.typed_data();
-  const float* c = bias.typed_data();
-  const int32_t* t = targets.typed_data();
-  float* Y = nll->typed_data();
-  float* D = d_panels->typed_data();
-  const long padded_classes = (classes + kLanes - 1) / kLanes * kLanes;
-  const long panels = (rows + kPanelRows - 1) / kPanelRows;
-  const float inf = __builtin_inff();
-  const std::function<void(long, long)> work = [&](long, long panel) {
-    const long first = panel * kPanelRows, width = panel_width(rows, panel);
-    float* exps = thread_scratch(kPanelRows * padded_classes);
-    float scale[kPanelRows];
-    for (long i = 0; i < width; ++i) {
-      const long n = first + i;
-      const float* x = X + n * classes;
-      float* e_row = exps + i * padded_classes;
-      const bool valid = t[n] >= 0 && t[n] < classes;
-      v16 m = (v16){} - inf;
-      for (long k = 0; k < classes; k += kLanes) {
-        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
-        v16 z = load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f);
-        m = z > m ? z : m;
-      }
-      const float row_max = horizontal_max(m);
-      v16 sums[2] = {(v16){}, (v16){}};
-      for (long k = 0; k < classes; k += kLanes) {
-        const int w = static_cast<int>(std::min<long>(kLanes, classes - k));
-        v16 e = exp_or_zero(load_or(x + k, w, -inf) + load_or(c + k, w, 0.0f) - row_max);
-        sums[(k / kLanes) & 1] += e;
-        *reinterpret_cast<v16*>(e_row + k) = e;
-      }
-      const float sum = horizontal_sum(sums[0] + sums[1]);
-      Y[n] = row_max + std::log(sum) - (valid ? x[t[n]] + c[t[n]] : __builtin_nanf(""));
-      scale[i] = valid ? 1.0f / sum : __builtin_nanf("");
-    }
-    float* out = D + first * classes;
-    long k = 0;
-    if (width == kPanelRows) {
-      for (; k + kLanes <= classes; k += kLanes) {
-        v16 block[kPanelRows];
-        for (int i = 0; i < kPanelRows; ++i) block[i] = scale[i] * *reinterpret_cast<const v16*>(exps + i * padded_classes + k);
-        transpose16(block);
-        for (int j = 0; j < kLanes; ++j) *reinterpret_cast<v16u*>(out + (k + j) * kPanelRows) = block[j];
-      }
-    }
-    for (; k < classes; ++k) {
-      for (long i = 0; i < width; ++i) out[k * width + i] = scale[i] * exps[i * padded_classes + k];
-    }
-    for (long i = 0; i < width; ++i) {
-      if (t[first + i] >= 0 && t[first + i] < classes) out[t[first + i] * width + i] -= 1.0f;
-    }
-  };
-  run_phased(pool, helper_count(pool, 8 * rows * classes, panels), 1, panels, work);
-  return ffi::Error::Success();
 }
 
 // C[r, 0:16] (+)= Σ_k A[r, k] B[k, 0:16] for r < ROWS, A k-major (a[k·ldk + r]), B packed (k-th row at bp + 16 k).
@@ -1166,6 +1094,144 @@ ffi::Error OutputBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> d_p
   return ffi::Error::Success();
 }
 
+
+// ------------------------------------------------------------------------------------------ output layer forward
+// The logits z = h V^T + c and the loss's value and gradient, written straight into row panels: the product's
+// micro-kernel computes 24 classes x 16 rows per tile, which is one 16-row panel's layout, so the logits never exist
+// row-major. Per panel the softmax then works across its 16 rows at once (one row per lane: no horizontal
+// reductions, no transposes). Phase 0 packs each panel's h^T (H x 16); phase 1, per block of 24 classes, packs
+// V's rows k-major and multiplies them by every panel, bias added, keeping each panel's running max; phase 2, per
+// panel, exp(z - max) and its sum, the loss, then the gradient exp(z - lse) - onehot in place.
+
+// C[r, 0:16] = bias[r] + Σ_k A[r, k] B[k, 0:16] for r < ROWS (A k-major, B packed); returns max_r C[r, 0:16].
+template <int ROWS>
+v16 biased_panel_product(const float* a, const float* bp, int depth, const float* bias, float* c) {
+  v16 acc[ROWS];
+#pragma GCC unroll 32
+  for (int r = 0; r < ROWS; ++r) acc[r] = (v16){} + bias[r];
+  for (int k = 0; k < depth; ++k) {
+    v16 w = *reinterpret_cast<const v16*>(bp + static_cast<long>(k) * kLanes);
+    const float* a_k = a + k * ROWS;
+#pragma GCC unroll 32
+    for (int r = 0; r < ROWS; ++r) acc[r] += a_k[r] * w;
+  }
+  v16 top = acc[0];
+#pragma GCC unroll 32
+  for (int r = 0; r < ROWS; ++r) {
+    *reinterpret_cast<v16*>(c + r * kLanes) = acc[r];
+    top = acc[r] > top ? acc[r] : top;
+  }
+  return top;
+}
+
+using BiasedFn = v16 (*)(const float*, const float*, int, const float*, float*);
+template <int... R>
+constexpr std::array<BiasedFn, sizeof...(R)> make_biased_table(std::integer_sequence<int, R...>) {
+  return {&biased_panel_product<R + 1>...};
+}
+const auto kBiasedTable = make_biased_table(std::make_integer_sequence<int, kMaxRows>{});
+
+ffi::Error OutputForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> h, ffi::Buffer<ffi::F32, 2> weights,
+                             ffi::Buffer<ffi::F32, 1> bias, ffi::Buffer<ffi::S32, 1> targets,
+                             ffi::ResultBuffer<ffi::F32, 1> nll, ffi::ResultBuffer<ffi::F32, 2> d_panels) {
+  const long rows = h.dimensions()[0], hidden = h.dimensions()[1], classes = weights.dimensions()[0];
+  if (weights.dimensions()[1] != hidden || bias.dimensions()[0] != classes || targets.dimensions()[0] != rows) {
+    return ffi::Error::InvalidArgument(
+        "output-layer forward kernel: expected h (N, H), V (K, H), c (K,), targets (N,) with N=" +
+        std::to_string(rows) + ", H=" + std::to_string(hidden) + ", K=" + std::to_string(classes) + "; got V (" +
+        std::to_string(classes) + ", " + std::to_string(weights.dimensions()[1]) + "), c (" +
+        std::to_string(bias.dimensions()[0]) + ",), targets (" + std::to_string(targets.dimensions()[0]) + ",)");
+  }
+  float* Y = nll->typed_data();
+  if (rows == 0 || classes == 0) {
+    std::fill(Y, Y + rows, classes == 0 ? __builtin_nanf("") : 0.0f);
+    return ffi::Error::Success();
+  }
+  const float* Hs = h.typed_data();
+  const float* V = weights.typed_data();
+  const float* c = bias.typed_data();
+  const int32_t* t = targets.typed_data();
+  float* D = d_panels->typed_data();
+  const long panels = (rows + kPanelRows - 1) / kPanelRows, full_panels = rows / kPanelRows;
+  const long last_width = rows - full_panels * kPanelRows;
+  const long threads = 1 + helper_count(pool, 2 * rows * classes * hidden, (classes + kMaxRows - 1) / kMaxRows);
+  const long class_blocks = (classes + kMaxRows - 1) / kMaxRows;
+  const long chunks = std::min(class_blocks, 8 * threads);
+  AlignedBuffer packed(panels * std::max<long>(hidden, 1) * kLanes);
+  AlignedBuffer last(last_width > 0 ? classes * kPanelRows : 1);
+  std::vector<v16> maxima(chunks * panels);
+  const float inf = __builtin_inff();
+  auto panel_data = [&](long p) { return p < full_panels ? D + p * kPanelRows * classes : last.data; };
+
+  auto pack = [&](long p) {
+    const long first = p * kPanelRows, width = panel_width(rows, p);
+    float* dst = packed.data + p * hidden * kLanes;
+    for (long k = 0; k < hidden; ++k) {
+      for (long i = 0; i < kPanelRows; ++i) dst[k * kLanes + i] = i < width ? Hs[(first + i) * hidden + k] : 0.0f;
+    }
+  };
+  auto products = [&](long chunk) {
+    float* a = thread_scratch(kMaxRows * std::max<long>(hidden, 1));
+    const long b_begin = class_blocks * chunk / chunks, b_end = class_blocks * (chunk + 1) / chunks;
+    v16* top = maxima.data() + chunk * panels;
+    for (long p = 0; p < panels; ++p) top[p] = (v16){} - inf;
+    for (long b = b_begin; b < b_end; ++b) {
+      const long m = b * kMaxRows;
+      const int size = static_cast<int>(std::min<long>(kMaxRows, classes - m));
+      for (long k = 0; k < hidden; ++k) {
+        for (int r = 0; r < size; ++r) a[k * size + r] = V[(m + r) * hidden + k];
+      }
+      for (long p = 0; p < panels; ++p) {
+        v16 tile_max = kBiasedTable[size - 1](a, packed.data + p * hidden * kLanes, static_cast<int>(hidden), c + m,
+                                              panel_data(p) + m * kLanes);
+        top[p] = tile_max > top[p] ? tile_max : top[p];
+      }
+    }
+  };
+  auto softmax = [&](long p) {
+    const long first = p * kPanelRows, width = panel_width(rows, p);
+    float* z = panel_data(p);
+    v16 row_max = (v16){} - inf;
+    for (long chunk = 0; chunk < chunks; ++chunk) {
+      const v16 m = maxima[chunk * panels + p];
+      row_max = m > row_max ? m : row_max;
+    }
+    float target_logit[kPanelRows];
+    for (long i = 0; i < width; ++i) {
+      const bool valid = t[first + i] >= 0 && t[first + i] < classes;
+      target_logit[i] = valid ? z[t[first + i] * kLanes + i] : __builtin_nanf("");
+    }
+    v16 sums[2] = {(v16){}, (v16){}};
+    for (long m = 0; m < classes; ++m) {
+      v16* zm = reinterpret_cast<v16*>(z + m * kLanes);
+      const v16 e = exp_or_zero(*zm - row_max);
+      sums[m & 1] += e;
+      *zm = e;
+    }
+    const v16 sum = sums[0] + sums[1];
+    v16 scale;
+    for (long i = 0; i < kLanes; ++i) {
+      const bool valid = i < width && t[first + i] >= 0 && t[first + i] < classes;
+      if (i < width) Y[first + i] = row_max[i] + std::log(sum[i]) - target_logit[i];
+      scale[i] = valid ? 1.0f / sum[i] : (i < width ? __builtin_nanf("") : 0.0f);
+    }
+    for (long m = 0; m < classes; ++m) *reinterpret_cast<v16*>(z + m * kLanes) *= scale;
+    for (long i = 0; i < width; ++i) {
+      if (t[first + i] >= 0 && t[first + i] < classes) z[t[first + i] * kLanes + i] -= 1.0f;
+    }
+    if (width < kPanelRows) {  // the partial last panel, from its full-width copy into its own layout
+      float* out = D + full_panels * kPanelRows * classes;
+      for (long m = 0; m < classes; ++m) {
+        for (long i = 0; i < width; ++i) out[m * width + i] = z[m * kLanes + i];
+      }
+    }
+  };
+  run_phased(pool, static_cast<int>(threads - 1), 1, panels, [&](long, long p) { pack(p); });
+  run_phased(pool, static_cast<int>(threads - 1), 1, chunks, [&](long, long chunk) { products(chunk); });
+  run_phased(pool, static_cast<int>(threads - 1), 1, panels, [&](long, long p) { softmax(p); });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Aliases: a comma inside a template argument would split the macro's arguments.
@@ -1246,15 +1312,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxXentValueAndGrad, XentValueAndGradImpl,
                                   .Ret<Array1>()
                                   .Ret<Array2>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxXentValueAndGradPanels, XentValueAndGradPanelsImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<Array2>()
-                                  .Arg<Array1>()
-                                  .Arg<Labels>()
-                                  .Ret<Array1>()
-                                  .Ret<Array2>());
-
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOutputBackward, OutputBackwardImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
@@ -1265,3 +1322,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOutputBackward, OutputBackwardImpl,
                                   .Ret<Array2>()
                                   .Ret<Array2>()
                                   .Ret<Array1>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOutputForward, OutputForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array2>()
+                                  .Arg<Array2>()
+                                  .Arg<Array1>()
+                                  .Arg<Labels>()
+                                  .Ret<Array1>()
+                                  .Ret<Array2>());
