@@ -247,12 +247,12 @@ def output_nll(params: LMParams, hs: jax.Array, targets: jax.Array, *, native: b
 
     Equals `optax.softmax_cross_entropy_with_integer_labels(output_logits(params, hs), targets)` (tested to
     float32 rounding, values and gradients). For float32 on the CPU it computes the product h V^T in XLA and the
-    bias, log-normaliser and loss in one native pass per row (`rnn_jax.kernels.softmax_xent_forward`); under
-    differentiation that pass also writes the logits' gradient over the logits
-    (`rnn_jax.kernels.softmax_xent_value_and_grad`), so the backward pass is two products and the bias gradient's
-    matrix-vector product, with no pass of its own over the logits. XLA's own
-    form makes about eight passes over the (tokens x vocab) logits (at 8192 x 1000 the output layer with loss and
-    gradients took 87 ms, 73.5 native).
+    bias, log-normaliser and loss in one native pass per row (`rnn_jax.kernels.softmax_xent_forward`). Under
+    differentiation on one device the forward is one native call for the logits, the loss and its gradient
+    (`rnn_jax.kernels.output_layer_forward`, the gradient in row panels) and the backward pass one more for dh, dV
+    and dc (`rnn_jax.kernels.output_layer_backward`); under a mesh of several devices the row-wise kernel writes
+    the gradient (`rnn_jax.kernels.softmax_xent_value_and_grad`) and XLA multiplies, each device on its own rows.
+    XLA's own form makes about eight passes over the (tokens x vocab) logits.
 
     Args:
         params: `LMParams` (its embedding is V when the weights are tied).

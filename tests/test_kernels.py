@@ -429,11 +429,13 @@ def test_output_layer_kernels_under_vmap():
 
 @needs_kernel
 def test_output_layer_kernels_reject_mismatched_shapes():
-    with pytest.raises(ValueError, match=r"expected h \(N, H\), V \(K, H\), bias \(K,\), targets \(N,\).*got h "
-                                         r"\(4, 8\) float32, V \(7, 8\) float32, bias \(6,\)"):
+    with pytest.raises(ValueError, match=r"expected h \(N, H\), V \(K, H\), bias \(K,\) float32 and targets \(N,\) "
+                                         r"integer; got h \(4, 8\) float32, V \(7, 8\) float32, bias \(6,\)"):
         kernels.output_layer_forward(jnp.zeros((4, 8)), jnp.zeros((7, 8)), jnp.zeros(6), jnp.zeros(4, jnp.int32))
-    with pytest.raises(ValueError, match=r"expected d_panels \(N, K\), h \(N, H\), g \(N,\), V \(K, H\).*"
-                                         r"V \(8, 6\) float32"):
+    with pytest.raises(ValueError, match=r"targets \(4,\) float32"):
+        kernels.output_layer_forward(jnp.zeros((4, 8)), jnp.zeros((7, 8)), jnp.zeros(7), jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"expected d_panels \(N, K\), h \(N, H\), g \(N,\), V \(K, H\), all "
+                                         r"float32; got .*V \(8, 6\) float32"):
         kernels.output_layer_backward(jnp.zeros((4, 8)), jnp.zeros((4, 5)), jnp.zeros(4), jnp.zeros((8, 6)))
 
 

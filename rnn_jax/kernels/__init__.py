@@ -8,9 +8,10 @@ is one call, split over the hidden units between threads that meet once per step
 (see `rnn_cpu.cc`). `rnn_jax.lm.output_nll` (the language model's loss) uses the softmax cross-entropy kernels
 under the same conditions: one pass per row of the logits instead of XLA's eight passes over all of them. On
 one device it trains with `output_layer_forward` (logits, loss and gradient in one call, the gradient in row
-panels, `rows_to_panels`) and `output_layer_backward` (the output layer's three backward products in one call). The loop and cross-entropy kernels treat their rows independently: under
-`jax.vmap` the mapped axis joins the rows (one call), and with rows sharded over devices each device runs the
-kernel on its own rows (see `_call`); the row-panel pair runs its XLA form under `jax.vmap`.
+panels, `rows_to_panels`) and `output_layer_backward` (the output layer's three backward products in one call).
+The loop and cross-entropy kernels treat their rows independently: under `jax.vmap` the mapped axis joins the
+rows (one call), and with rows sharded over devices each device runs the kernel on its own rows (see `_call`);
+the row-panel pair runs its XLA form under `jax.vmap`.
 
 The library is compiled with the system's `c++` (or `$CXX`) and `-march=native` against the XLA FFI headers
 that ship with jaxlib, into `$RNN_JAX_KERNEL_CACHE` (default `~/.cache/rnn_jax/kernels`), keyed by the source,
@@ -411,45 +412,10 @@ def _native_or_reference(native, reference):
     return call
 
 
-def _check_rows(name: str, expected: str, arrays: dict, rows: int, ok: bool) -> None:
+def _check_operands(name: str, expected: str, operands: dict, ok: bool) -> None:
     if not ok:
-        got = ", ".join(f"{key} {tuple(value.shape)} {value.dtype}" for key, value in arrays.items())
-        raise ValueError(f"{name}: expected {expected} float32 (targets int32) with N={rows}; got {got}")
-
-
-def output_layer_backward(d_panels: jax.Array, h: jax.Array, g: jax.Array, V: jax.Array):
-    """The output layer's backward pass from the loss gradient in row panels: `(dh, dV, dc)`.
-
-    For logits z = h V^T + c, losses with gradient D = d loss / dz for a unit cotangent (from
-    `output_layer_forward`) and a cotangent g of the losses:
-        dh = g ⊙ (D V),   dV = D^T (g ⊙ h),   dc = D^T g.
-    One native call reads D once per product, in a layout where both run near the machine's matrix-product peak.
-
-    Args:
-        d_panels: (N, K) float32, D in row panels.
-        h: (N, H) float32, the output layer's inputs.
-        g: (N,) float32, the cotangent of each row's loss.
-        V: (K, H) float32, the output weights.
-
-    Returns:
-        dh (N, H), dV (K, H), dc (K,), float32.
-    """
-    _require()
-    _check_rows("output_layer_backward", "d_panels (N, K), h (N, H), g (N,), V (K, H)",
-                {"d_panels": d_panels, "h": h, "g": g, "V": V}, d_panels.shape[0] if d_panels.ndim else -1,
-                d_panels.ndim == 2 and h.ndim == 2 and V.ndim == 2 and h.shape[0] == d_panels.shape[0]
-                and g.shape == d_panels.shape[:1] and V.shape == (d_panels.shape[1], h.shape[1])
-                and d_panels.dtype == h.dtype == g.dtype == V.dtype == jnp.float32)
-
-    def out_types(d_panels, h, g, V):
-        return (jax.ShapeDtypeStruct(h.shape, jnp.float32), jax.ShapeDtypeStruct(V.shape, jnp.float32),
-                jax.ShapeDtypeStruct(V.shape[:1], jnp.float32))
-
-    def reference(d_panels, h, g, V):
-        d = panels_to_rows(d_panels)
-        return g[:, None] * (d @ V), d.T @ (g[:, None] * h), g @ d
-
-    return _native_or_reference(_ffi("rnn_jax_output_backward", out_types), reference)(d_panels, h, g, V)
+        got = ", ".join(f"{key} {tuple(jnp.shape(value))} {jnp.result_type(value)}" for key, value in operands.items())
+        raise ValueError(f"{name}: expected {expected}; got {got}")
 
 
 def output_layer_forward(h: jax.Array, V: jax.Array, bias: jax.Array, targets: jax.Array):
@@ -478,11 +444,11 @@ def output_layer_forward(h: jax.Array, V: jax.Array, bias: jax.Array, targets: j
     """
     _require()
     targets = jnp.asarray(targets)
-    _check_rows("output_layer_forward", "h (N, H), V (K, H), bias (K,), targets (N,)",
-                {"h": h, "V": V, "bias": bias, "targets": targets}, h.shape[0] if h.ndim else -1,
-                h.ndim == 2 and V.ndim == 2 and V.shape[1:] == h.shape[1:] and bias.shape == V.shape[:1]
-                and targets.shape == h.shape[:1] and h.dtype == V.dtype == bias.dtype == jnp.float32
-                and jnp.issubdtype(targets.dtype, jnp.integer))
+    _check_operands("output_layer_forward", "h (N, H), V (K, H), bias (K,) float32 and targets (N,) integer",
+                    {"h": h, "V": V, "bias": bias, "targets": targets},
+                        h.ndim == 2 and V.ndim == 2 and V.shape[1:] == h.shape[1:] and bias.shape == V.shape[:1]
+                    and targets.shape == h.shape[:1] and h.dtype == V.dtype == bias.dtype == jnp.float32
+                    and jnp.issubdtype(targets.dtype, jnp.integer))
 
     def out_types(h, V, bias, targets):
         return (jax.ShapeDtypeStruct(h.shape[:1], jnp.float32),
@@ -494,3 +460,38 @@ def output_layer_forward(h: jax.Array, V: jax.Array, bias: jax.Array, targets: j
 
     return _native_or_reference(_ffi("rnn_jax_output_forward", out_types), reference)(
         h, V, bias, targets.astype(jnp.int32))
+
+
+def output_layer_backward(d_panels: jax.Array, h: jax.Array, g: jax.Array, V: jax.Array):
+    """The output layer's backward pass from the loss gradient in row panels: `(dh, dV, dc)`.
+
+    For logits z = h V^T + c, losses with gradient D = d loss / dz for a unit cotangent (from
+    `output_layer_forward`) and a cotangent g of the losses:
+        dh = g ⊙ (D V),   dV = D^T (g ⊙ h),   dc = D^T g.
+    One native call reads D once per product, in a layout where both run near the machine's matrix-product peak.
+
+    Args:
+        d_panels: (N, K) float32, D in row panels.
+        h: (N, H) float32, the output layer's inputs.
+        g: (N,) float32, the cotangent of each row's loss.
+        V: (K, H) float32, the output weights.
+
+    Returns:
+        dh (N, H), dV (K, H), dc (K,), float32.
+    """
+    _require()
+    _check_operands("output_layer_backward", "d_panels (N, K), h (N, H), g (N,), V (K, H), all float32",
+                    {"d_panels": d_panels, "h": h, "g": g, "V": V},
+                    d_panels.ndim == 2 and h.ndim == 2 and V.ndim == 2 and h.shape[0] == d_panels.shape[0]
+                    and g.shape == d_panels.shape[:1] and V.shape == (d_panels.shape[1], h.shape[1])
+                    and d_panels.dtype == h.dtype == g.dtype == V.dtype == jnp.float32)
+
+    def out_types(d_panels, h, g, V):
+        return (jax.ShapeDtypeStruct(h.shape, jnp.float32), jax.ShapeDtypeStruct(V.shape, jnp.float32),
+                jax.ShapeDtypeStruct(V.shape[:1], jnp.float32))
+
+    def reference(d_panels, h, g, V):
+        d = panels_to_rows(d_panels)
+        return g[:, None] * (d @ V), d.T @ (g[:, None] * h), g @ d
+
+    return _native_or_reference(_ffi("rnn_jax_output_backward", out_types), reference)(d_panels, h, g, V)

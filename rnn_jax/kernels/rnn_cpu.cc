@@ -853,8 +853,10 @@ inline void transpose16(v16* v) {
   }
   // b[4q + s] holds, per 128-bit lane L, elements (rows 4q..4q+3, column 4L + s); gather the lanes across q.
   for (int s = 0; s < 4; ++s) {
-    __m512 lo01 = _mm512_shuffle_f32x4(b[s], b[4 + s], 0x44), hi01 = _mm512_shuffle_f32x4(b[s], b[4 + s], 0xee);
-    __m512 lo23 = _mm512_shuffle_f32x4(b[8 + s], b[12 + s], 0x44), hi23 = _mm512_shuffle_f32x4(b[8 + s], b[12 + s], 0xee);
+    __m512 lo01 = _mm512_shuffle_f32x4(b[s], b[4 + s], 0x44);
+    __m512 hi01 = _mm512_shuffle_f32x4(b[s], b[4 + s], 0xee);
+    __m512 lo23 = _mm512_shuffle_f32x4(b[8 + s], b[12 + s], 0x44);
+    __m512 hi23 = _mm512_shuffle_f32x4(b[8 + s], b[12 + s], 0xee);
     v[s] = reinterpret_cast<v16>(_mm512_shuffle_f32x4(lo01, lo23, 0x88));
     v[4 + s] = reinterpret_cast<v16>(_mm512_shuffle_f32x4(lo01, lo23, 0xdd));
     v[8 + s] = reinterpret_cast<v16>(_mm512_shuffle_f32x4(hi01, hi23, 0x88));
@@ -936,15 +938,15 @@ const auto kPanelRowsAdd = make_panel_rows_table<true>(std::make_integer_sequenc
 
 // Depth of one block of dh's product: V's block (depth x H) stays in L2 while every panel of the chunk reads it.
 constexpr long kDepthBlock = 512;
-// Vocabulary rows per dV chunk (at most), and row panels per depth block of its product (the block's 24 x 512 entries of D
-// and 512 x H of h' stay in L2 while every column panel reads them).
+// Vocabulary rows per dV chunk (at most), and row panels per depth block of its product (the block's 24 x 512
+// entries of D and 512 x H of h' stay in L2 while every column panel reads them).
 constexpr long kVocabChunk = 240;
 constexpr long kPanelBlock = 32;
 
 // dh (N, H), dV (K, H), dc (K,) from D in row panels (N, K), the rows h (N, H), the cotangent g (N,) and V (K, H).
 // Phase 0 packs h' = [g ⊙ h, g] into 16-column panels of 16-row blocks (and copies a partial last row panel into a
 // full-width one, zero-padded); phase 1 runs, as one pool of chunks, dV's vocabulary blocks and dh's row-panel
-// ranges (one range per thread, each reading V once, block by block), then writes its rows of dh scaled by g.
+// ranges (two per thread, each reading V once, block by block, then writing its rows of dh scaled by g).
 ffi::Error OutputBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> d_panels, ffi::Buffer<ffi::F32, 2> h,
                               ffi::Buffer<ffi::F32, 1> g, ffi::Buffer<ffi::F32, 2> weights,
                               ffi::ResultBuffer<ffi::F32, 2> d_h, ffi::ResultBuffer<ffi::F32, 2> d_weights,
@@ -986,7 +988,8 @@ ffi::Error OutputBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> d_p
   const long dh_chunks = std::min(2 * threads, panels);
   const long vocab_chunk = std::clamp<long>(classes / (8 * threads) / kMaxRows * kMaxRows, kMaxRows, kVocabChunk);
   const long dv_chunks = std::max<long>(1, (classes + vocab_chunk - 1) / vocab_chunk);
-  // Per thread: one dh chunk, then its share of dV's chunks (unclaimed ones go to whoever is free).
+  // Each dh chunk followed by its share of dV's chunks, so every thread's home chunks start with a dh range
+  // (unclaimed chunks go to whoever is free).
   std::vector<long> chunk_kind;  // >= 0: dV block; < 0: dh chunk -(1 + index)
   for (long t = 0; t < dh_chunks; ++t) {
     chunk_kind.push_back(-(1 + t));
@@ -1069,11 +1072,15 @@ ffi::Error OutputBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> d_p
           v16 block[kLanes];
           for (int q = 0; q < kLanes; ++q) block[q] = *reinterpret_cast<const v16*>(dh_t.data + (j + q) * ld_t + first);
           transpose16(block);
-          for (int i = 0; i < kPanelRows; ++i) *reinterpret_cast<v16u*>(dh + (first + i) * hidden + j) = G[first + i] * block[i];
+          for (int i = 0; i < kPanelRows; ++i) {
+            *reinterpret_cast<v16u*>(dh + (first + i) * hidden + j) = G[first + i] * block[i];
+          }
         }
       }
       for (long i = 0; i < width; ++i) {
-        for (long jj = j; jj < hidden; ++jj) dh[(first + i) * hidden + jj] = G[first + i] * dh_t.data[jj * ld_t + first + i];
+        for (long jj = j; jj < hidden; ++jj) {
+          dh[(first + i) * hidden + jj] = G[first + i] * dh_t.data[jj * ld_t + first + i];
+        }
       }
     }
   };
