@@ -364,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 for impl, values in rates.items():
                     median = statistics.median(values)
                     results.append({"config": name, "cell": cell, "workload": kind, "impl": impl,
-                                    "tokens_per_s": median, "min": min(values), "max": max(values),
+                                    "tokens_per_s": median, "min": min(values), "max": max(values), "rounds": values,
                                     "flops_fraction": median * w.flops_per_token(cell, train) / peak, **meta[impl]})
                 best_peer = max((r["tokens_per_s"] for r in results if r["config"] == name and r["cell"] == cell
                                  and r["workload"] == kind and r["impl"] in PEERS), default=None)
@@ -410,15 +410,23 @@ def markdown_table(report: dict) -> str:
 BAR = {"notes": 1.5, "zaremba_small": 1.5, "zaremba_medium": 1.2, "long": 1.0}  # issue 7: default / fastest peer
 
 
+def round_ratios(default: dict, peers: list[dict]) -> list[float]:
+    """The default's tokens/s over the fastest peer's, round by round (each round times them minutes apart at
+    most, so a drift of the shared machine's speed moves both): the spread of the run's ratio."""
+    if not peers or "rounds" not in default or any("rounds" not in peer for peer in peers):
+        return []
+    return [mine / max(peer["rounds"][i] for peer in peers) for i, mine in enumerate(default["rounds"])]
+
+
 def summary_table(report: dict) -> str:
     """One row per (config, cell, workload): tokens/s of every implementation, the default's ratio to the fastest
-    peer, issue 7's bar for the train step, and what meeting it takes: the default's share of the measured fp32
-    matrix-product peak now and the share the bar asks for (bar x the fastest peer's share; near or above 100%,
-    no exact implementation of these FLOPs can meet it on this machine)."""
+    peer (of the medians, and its range over the rounds), issue 7's bar for the train step, and what meeting it
+    takes: the default's share of the measured fp32 matrix-product peak now and the share the bar asks for (bar x
+    the fastest peer's share; near or above 100%, no exact implementation of these FLOPs can meet it here)."""
     impls = list(dict.fromkeys(r["impl"] for r in report["results"]))
     lines = ["| config | cell | workload | " + " | ".join(impls)
-             + " | default / best peer | bar | default % peak | bar needs % peak |",
-             "|---|---|---|" + "---|" * (len(impls) + 4)]
+             + " | default / best peer | per round | bar | default % peak | bar needs % peak |",
+             "|---|---|---|" + "---|" * (len(impls) + 5)]
     groups = list(dict.fromkeys((r["config"], r["cell"], r["workload"]) for r in report["results"]))
     for name, cell, kind in groups:
         rows = {r["impl"]: r for r in report["results"] if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)}
@@ -426,12 +434,14 @@ def summary_table(report: dict) -> str:
         best = max(peers, key=lambda r: r["tokens_per_s"]) if peers else None
         default = rows.get("fused")
         ratio = f"{default['tokens_per_s'] / best['tokens_per_s']:.2f}x" if best and default else "-"
+        per_round = round_ratios(default, peers) if default else []
+        spread = f"{min(per_round):.2f}-{max(per_round):.2f}x" if per_round else "-"
         has_bar = kind == "train" and name in BAR
         bar = f"{BAR[name]:.1f}x" if has_bar else "-"
         share = f"{100 * default['flops_fraction']:.0f}%" if default else "-"
         needs = f"{100 * BAR[name] * best['flops_fraction']:.0f}%" if has_bar and best else "-"
         cells = " | ".join(f"{rows[k]['tokens_per_s']:,.0f}" if k in rows else "-" for k in impls)
-        lines.append(f"| {name} | {cell} | {kind} | {cells} | {ratio} | {bar} | {share} | {needs} |")
+        lines.append(f"| {name} | {cell} | {kind} | {cells} | {ratio} | {spread} | {bar} | {share} | {needs} |")
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
     assert impls == {("train", "fused"), ("train", "torch")}
     for r in saved["results"]:
         assert r["min"] <= r["tokens_per_s"] <= r["max"] and 0 < r["flops_fraction"] < 1
+        assert len(r["rounds"]) == 1 and r["rounds"][0] == r["tokens_per_s"]
     fused = next(r for r in saved["results"] if r["impl"] == "fused")
     assert 0 < fused["compile_s"] < fused["first_step_s"]  # the first step adds set-up and one run to the compile
     assert next(r for r in saved["results"] if r["impl"] == "torch")["compile_s"] is None  # eager: nothing compiled
@@ -33,8 +34,17 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
     torch_share = next(r["flops_fraction"] for r in saved["results"] if r["impl"] == "torch")
     row = next(line for line in table.splitlines() if line.startswith("| notes | lstm | train |"))
     assert row.rstrip(" |").endswith(f"{100 * 1.5 * torch_share:.0f}%")
+    ratio = fused["tokens_per_s"] / next(r["tokens_per_s"] for r in saved["results"] if r["impl"] == "torch")
+    assert f"| {ratio:.2f}x | {ratio:.2f}-{ratio:.2f}x | 1.5x |" in row  # one round: its ratio is the median's
     for png in ("bench_lm_tokens.png", "bench_compile_vs_T.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_round_ratios_pair_each_round_with_the_fastest_peer_of_that_round():
+    default = {"rounds": [10.0, 12.0, 9.0]}
+    peers = [{"rounds": [5.0, 8.0, 6.0]}, {"rounds": [4.0, 10.0, 3.0]}]
+    assert bench_lm.round_ratios(default, peers) == [2.0, 1.2, 1.5]
+    assert bench_lm.round_ratios(default, []) == [] and bench_lm.round_ratios({}, peers) == []
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="on a GPU these peers run instead of being skipped")
