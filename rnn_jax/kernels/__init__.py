@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax import _checks
+
 SOURCE = pathlib.Path(__file__).with_name("rnn_cpu.cc")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared")
 _lock = threading.Lock()
@@ -415,7 +417,7 @@ def _native_or_reference(native, reference):
 def _check_operands(name: str, expected: str, operands: dict, ok: bool) -> None:
     if not ok:
         got = ", ".join(f"{key} {tuple(jnp.shape(value))} {jnp.result_type(value)}" for key, value in operands.items())
-        raise ValueError(f"{name}: expected {expected}; got {got}")
+        raise _checks.ShapeError(f"{name}: expected {expected}; got {got}")
 
 
 def output_layer_forward(h: jax.Array, V: jax.Array, bias: jax.Array, targets: jax.Array):

@@ -147,14 +147,15 @@ inline void prefetch_span(const float* p, long n, bool for_write) {
 }
 
 // ------------------------------------------------------------------------------------------ matrix product
-// C[r, 0:16] = sum_k A[r, k] * Bp[k, 0:16] for r < ROWS; A is stored k-major (a[k·ldk + r]), Bp is a packed
-// 16-column panel (K x 16, aligned). k-major, each k's ROWS broadcasts come from one contiguous run instead of
-// ROWS rows read side by side: measured 115 vs 88-92 GFLOP/s on one core (20 rows at K=650 and 2600, 16 at 256).
-template <int ROWS>
+// C[r, 0:16] (+)= sum_k A[r, k] * Bp[k, 0:16] for r < ROWS; A is stored k-major (a[k·ldk + r]), Bp is a packed
+// 16-column panel (K x 16, aligned); ACCUMULATE adds to C (a product whose depth comes in blocks). k-major, each
+// k's ROWS broadcasts come from one contiguous run instead of ROWS rows read side by side: measured 115 vs 88-92
+// GFLOP/s on one core (20 rows at K=650 and 2600, 16 at 256).
+template <int ROWS, bool ACCUMULATE = false>
 void panel_product(const float* a, long ldk, const float* bp, int depth, float* c, long ldc) {
   v16 acc[ROWS];
 #pragma GCC unroll 32
-  for (int r = 0; r < ROWS; ++r) acc[r] = (v16){};
+  for (int r = 0; r < ROWS; ++r) acc[r] = ACCUMULATE ? *reinterpret_cast<const v16u*>(c + r * ldc) : (v16){};
   for (int k = 0; k < depth; ++k) {
     v16 w = *reinterpret_cast<const v16*>(bp + static_cast<long>(k) * kLanes);
     const float* a_k = a + k * ldk;
@@ -167,11 +168,14 @@ void panel_product(const float* a, long ldk, const float* bp, int depth, float* 
 
 using PanelFn = void (*)(const float*, long, const float*, int, float*, long);
 
-template <int... R>
-constexpr std::array<PanelFn, sizeof...(R)> make_panel_table(std::integer_sequence<int, R...>) {
-  return {&panel_product<R + 1>...};
+// {kernel<1>, ..., kernel<kMaxRows>} for a micro-kernel family, `pick(std::integral_constant<int, ROWS>)` naming
+// the instance for ROWS: calls dispatch on a block's row count at run time.
+template <typename Pick, int... R>
+constexpr auto make_rows_table(Pick pick, std::integer_sequence<int, R...>) {
+  return std::array{pick(std::integral_constant<int, R + 1>{})...};
 }
-const auto kPanelTable = make_panel_table(std::make_integer_sequence<int, kMaxRows>{});
+const auto kPanelTable = make_rows_table([](auto rows) -> PanelFn { return &panel_product<rows()>; },
+                                         std::make_integer_sequence<int, kMaxRows>{});
 
 // All rows of A (rows x depth, k-major with stride ldk) times one packed panel, in blocks of at most kMaxRows rows.
 void rows_times_panel(const float* a, long ldk, int rows, const float* bp, int depth, float* c, long ldc) {
@@ -880,23 +884,6 @@ float* thread_scratch(size_t floats) {
   return buffer->data;
 }
 
-// C[r, 0:16] (+)= Σ_k A[r, k] B[k, 0:16] for r < ROWS, A k-major (a[k·ldk + r]), B packed (k-th row at bp + 16 k).
-// The same product as `panel_product`, optionally accumulating into C (the depth comes in blocks).
-template <int ROWS, bool ACCUMULATE>
-void blocked_panel_product(const float* a, long ldk, const float* bp, int depth, float* c, long ldc) {
-  v16 acc[ROWS];
-#pragma GCC unroll 32
-  for (int r = 0; r < ROWS; ++r) acc[r] = ACCUMULATE ? *reinterpret_cast<const v16u*>(c + r * ldc) : (v16){};
-  for (int k = 0; k < depth; ++k) {
-    v16 w = *reinterpret_cast<const v16*>(bp + static_cast<long>(k) * kLanes);
-    const float* a_k = a + k * ldk;
-#pragma GCC unroll 32
-    for (int r = 0; r < ROWS; ++r) acc[r] += a_k[r] * w;
-  }
-#pragma GCC unroll 32
-  for (int r = 0; r < ROWS; ++r) *reinterpret_cast<v16u*>(c + r * ldc) = acc[r];
-}
-
 // C[r, 0:16] (+)= Σ_n D[n, m0 + r] B[n, 0:16] for r < ROWS, D in full row panels: panel p's entry
 // (n = 16 p + i, m) at a + p·ldp + 16 m + i (a already offset to m0), then, if `last` is not null, one more panel
 // there (same layout). B packed, 16 rows per panel (bp + 256 p + 16 i).
@@ -920,21 +907,14 @@ void panel_rows_product(const float* a, long ldp, long panels, const float* last
   for (int r = 0; r < ROWS; ++r) *reinterpret_cast<v16u*>(c + r * ldc) = acc[r];
 }
 
-using BlockedFn = void (*)(const float*, long, const float*, int, float*, long);
 using PanelRowsFn = void (*)(const float*, long, long, const float*, const float*, float*, long);
 
-template <bool ACCUMULATE, int... R>
-constexpr std::array<BlockedFn, sizeof...(R)> make_blocked_table(std::integer_sequence<int, R...>) {
-  return {&blocked_panel_product<R + 1, ACCUMULATE>...};
-}
-template <bool ACCUMULATE, int... R>
-constexpr std::array<PanelRowsFn, sizeof...(R)> make_panel_rows_table(std::integer_sequence<int, R...>) {
-  return {&panel_rows_product<R + 1, ACCUMULATE>...};
-}
-const auto kBlockedSet = make_blocked_table<false>(std::make_integer_sequence<int, kMaxRows>{});
-const auto kBlockedAdd = make_blocked_table<true>(std::make_integer_sequence<int, kMaxRows>{});
-const auto kPanelRowsSet = make_panel_rows_table<false>(std::make_integer_sequence<int, kMaxRows>{});
-const auto kPanelRowsAdd = make_panel_rows_table<true>(std::make_integer_sequence<int, kMaxRows>{});
+const auto kPanelAddTable = make_rows_table([](auto rows) -> PanelFn { return &panel_product<rows(), true>; },
+                                            std::make_integer_sequence<int, kMaxRows>{});
+const auto kPanelRowsSet = make_rows_table([](auto rows) -> PanelRowsFn { return &panel_rows_product<rows(), false>; },
+                                            std::make_integer_sequence<int, kMaxRows>{});
+const auto kPanelRowsAdd = make_rows_table([](auto rows) -> PanelRowsFn { return &panel_rows_product<rows(), true>; },
+                                            std::make_integer_sequence<int, kMaxRows>{});
 
 // Depth of one block of dh's product: V's block (depth x H) stays in L2 while every panel of the chunk reads it.
 constexpr long kDepthBlock = 512;
@@ -1058,8 +1038,8 @@ ffi::Error OutputBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> d_p
         const float* bp = (p < full_panels ? D + p * panel_stride : last.data) + k0 * kPanelRows;
         for (long start = 0, b = 0; b < row_blocks; ++b) {
           const int size = static_cast<int>((hidden - start) / (row_blocks - b));
-          (k0 > 0 ? kBlockedAdd : kBlockedSet)[size - 1](V + k0 * hidden + start, hidden, bp, depth,
-                                                          dh_t.data + start * ld_t + p * kPanelRows, ld_t);
+          (k0 > 0 ? kPanelAddTable : kPanelTable)[size - 1](V + k0 * hidden + start, hidden, bp, depth,
+                                                             dh_t.data + start * ld_t + p * kPanelRows, ld_t);
           start += size;
         }
       }
@@ -1085,32 +1065,30 @@ ffi::Error OutputBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> d_p
     }
   };
 
-  const std::function<void(long, long)> work = [&](long phase, long chunk) {
-    if (phase == 0) {
-      pack(chunk);
-    } else if (chunk_kind[chunk] < 0) {
+  // The two phases have different chunk counts, so each is a run of its own.
+  run_phased(pool, static_cast<int>(threads - 1), 1, panels, [&](long, long panel) { pack(panel); });
+  run_phased(pool, static_cast<int>(threads - 1), 1, static_cast<long>(chunk_kind.size()), [&](long, long chunk) {
+    if (chunk_kind[chunk] < 0) {
       dh_range(-chunk_kind[chunk] - 1);
     } else {
       vocab_block(chunk_kind[chunk]);
     }
-  };
-  // Phase 0 has `panels` chunks, phase 1 chunk_kind.size(); run_phased takes one count, so the phases run as two.
-  run_phased(pool, static_cast<int>(threads - 1), 1, panels, [&](long, long chunk) { work(0, chunk); });
-  run_phased(pool, static_cast<int>(threads - 1), 1, static_cast<long>(chunk_kind.size()),
-             [&](long, long chunk) { work(1, chunk); });
+  });
   return ffi::Error::Success();
 }
 
 
 // ------------------------------------------------------------------------------------------ output layer forward
 // The logits z = h V^T + c and the loss's value and gradient, written straight into row panels: the product's
-// micro-kernel computes 24 classes x 16 rows per tile, which is one 16-row panel's layout, so the logits never exist
+// micro-kernel computes 24 classes x 16 rows per tile, one 16-row panel's layout, so the logits never exist
 // row-major. Per panel the softmax then works across its 16 rows at once (one row per lane: no horizontal
 // reductions, no transposes). Phase 0 packs each panel's h^T (H x 16); phase 1, per block of 24 classes, packs
 // V's rows k-major and multiplies them by every panel, bias added, keeping each panel's running max; phase 2, per
 // panel, exp(z - max) and its sum, the loss, then the gradient exp(z - lse) - onehot in place.
 
-// C[r, 0:16] = bias[r] + Σ_k A[r, k] B[k, 0:16] for r < ROWS (A k-major, B packed); returns max_r C[r, 0:16].
+// C[r, 0:16] = bias[r] + Σ_k A[r, k] B[k, 0:16] for r < ROWS (A k-major with stride ROWS, B packed); returns
+// max_r C[r, 0:16]. `panel_product` with the bias and the running max in registers and the stride known: writing
+// the bias into the tile first and reading it back for the max measured ~10% slower at zaremba_small.
 template <int ROWS>
 v16 biased_panel_product(const float* a, const float* bp, int depth, const float* bias, float* c) {
   v16 acc[ROWS];
@@ -1132,11 +1110,8 @@ v16 biased_panel_product(const float* a, const float* bp, int depth, const float
 }
 
 using BiasedFn = v16 (*)(const float*, const float*, int, const float*, float*);
-template <int... R>
-constexpr std::array<BiasedFn, sizeof...(R)> make_biased_table(std::integer_sequence<int, R...>) {
-  return {&biased_panel_product<R + 1>...};
-}
-const auto kBiasedTable = make_biased_table(std::make_integer_sequence<int, kMaxRows>{});
+const auto kBiasedTable = make_rows_table([](auto rows) -> BiasedFn { return &biased_panel_product<rows()>; },
+                                          std::make_integer_sequence<int, kMaxRows>{});
 
 ffi::Error OutputForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> h, ffi::Buffer<ffi::F32, 2> weights,
                              ffi::Buffer<ffi::F32, 1> bias, ffi::Buffer<ffi::S32, 1> targets,
