@@ -4,7 +4,7 @@ Command:  python -m experiments.bench_lm [--configs notes,zaremba_small,zaremba_
           [--workloads train,infer] [--rounds 5] [--compile-lengths 16,64,256,1024] [--out bench_results]
 Expected: a markdown table (tokens/s median [min-max] over interleaved rounds, the step's compile time (lower +
           XLA compile) and first-step time (set-up, compile and first call), peak temporary memory of the compiled
-          step, achieved FLOP/s as a fraction of this machine's fp32 matrix-product peak measured in the same run),
+          step (PyTorch: what one step allocates at its peak, from its profiler), achieved FLOP/s as a fraction of this machine's fp32 matrix-product peak measured in the same run),
           plus compile time against T for unroll=1 and full unroll; JSON and PNG plots in --out. Peers are
           optional: PyTorch nn.LSTM/nn.GRU and Flax nn.RNN everywhere, and on a GPU also PyTorch on CUDA (cuDNN)
           and jax.experimental.rnn (cuDNN, LSTM only). A peer whose library, device or cell is missing is
@@ -20,6 +20,7 @@ import os
 import pathlib
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -85,7 +86,7 @@ class Built:
 
     run: Callable[[], Any]
     wait: Callable[[Any], Any]
-    temp_bytes: Optional[int]  # XLA's temporary buffers of the compiled step; None where not reported (PyTorch)
+    temp_bytes: Optional[int]  # XLA's temporaries of the compiled step; PyTorch's peak allocation in a step
     compile_s: Optional[float]  # lower + XLA compile of the step; None where nothing is compiled (PyTorch eager)
 
 
@@ -275,14 +276,42 @@ def torch_step(w: Workload, cell: str, train: bool, device: str = "cpu") -> Buil
         def run():
             with torch.no_grad():
                 return forward()
-    temp_bytes = None  # PyTorch keeps no allocator statistics on the CPU
-    if device != "cpu":  # memory one step takes beyond what is already allocated (parameters, inputs)
+    # Memory one step takes beyond what is already allocated (parameters, inputs): XLA's temporaries' counterpart.
+    if device == "cpu":
+        temp_bytes = torch_cpu_peak_bytes(lambda: run().item())
+    else:
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         run().item()
         temp_bytes = torch.cuda.max_memory_allocated() - before
     return Built(run, lambda out: out.item(), temp_bytes, None)  # item() waits for the device
+
+
+def torch_cpu_peak_bytes(call: Callable[[], Any]) -> int:
+    """Peak bytes PyTorch allocates on the CPU during `call()`, beyond what was allocated before it.
+
+    PyTorch keeps no allocator statistics on the CPU (`torch.cuda.max_memory_allocated` has no CPU twin); its
+    profiler with `profile_memory=True` records every allocation and free during the call, and the running sum's
+    maximum is the peak. The profiler cannot size a free of a block allocated before the call, so such frees are
+    not subtracted: a train step that first drops the previous step's gradients counts its new ones in full, as
+    `max_memory_allocated` would on a GPU.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = pathlib.Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    changes = sorted((e["ts"], e["args"].get("Ev Idx", 0), e["args"]["Bytes"]) for e in events
+                     if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0)
+    total = peak = 0
+    for _, _, change in changes:
+        total += change
+        peak = max(peak, total)
+    return peak
 
 
 def build(name: str, w: Workload, cell: str, train: bool) -> Built:

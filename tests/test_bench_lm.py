@@ -25,7 +25,9 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
         assert len(r["rounds"]) == 1 and r["rounds"][0] == r["tokens_per_s"]
     fused = next(r for r in saved["results"] if r["impl"] == "fused")
     assert 0 < fused["compile_s"] < fused["first_step_s"]  # the first step adds set-up and one run to the compile
-    assert next(r for r in saved["results"] if r["impl"] == "torch")["compile_s"] is None  # eager: nothing compiled
+    torch_row = next(r for r in saved["results"] if r["impl"] == "torch")
+    assert torch_row["compile_s"] is None  # eager: nothing compiled
+    assert fused["temp_bytes"] > 0 and torch_row["temp_bytes"] > 0
     assert set(saved["compile_vs_T"]["lstm"][0]) == {"T", "fused", "unroll=1", "full unroll"}
     assert all(seconds > 0 for seconds in saved["compile_vs_T"]["lstm"][0].values())
     table = (tmp_path / "bench_lm.md").read_text()
@@ -38,6 +40,32 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
     assert f"| {ratio:.2f}x | {ratio:.2f}-{ratio:.2f}x | 1.5x |" in row  # one round: its ratio is the median's
     for png in ("bench_lm_tokens.png", "bench_compile_vs_T.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_torch_cpu_peak_bytes_counts_what_is_live_at_once():
+    torch = pytest.importorskip("torch")
+    n = 1 << 20  # 4 MiB of float32
+    kept = torch.ones(n)
+
+    def one_then_another():
+        first = torch.ones(n)
+        first.add_(1)
+        del first  # freed before the second: the peak is one block, not two
+        return torch.ones(n)
+
+    def two_at_once():
+        first, second = torch.ones(n), torch.ones(n)
+        return first + second  # a third block while both are live
+
+    def drop_a_block_from_before():
+        kept.resize_(0)  # frees 4 MiB allocated before the call: not seen, so not subtracted
+        return torch.ones(n // 2)
+
+    mib = 2**20
+    assert 4 * mib <= bench_lm.torch_cpu_peak_bytes(one_then_another) < 4.1 * mib
+    assert 12 * mib <= bench_lm.torch_cpu_peak_bytes(two_at_once) < 12.1 * mib
+    assert 2 * mib <= bench_lm.torch_cpu_peak_bytes(drop_a_block_from_before) < 2.1 * mib
+    assert bench_lm.torch_cpu_peak_bytes(lambda: None) == 0
 
 
 def test_round_ratios_pair_each_round_with_the_fastest_peer_of_that_round():
