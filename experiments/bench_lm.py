@@ -4,7 +4,8 @@ Command:  python -m experiments.bench_lm [--configs notes,zaremba_small,zaremba_
           [--workloads train,infer] [--rounds 5] [--compile-lengths 16,64,256,1024] [--out bench_results]
 Expected: a markdown table (tokens/s median [min-max] over interleaved rounds, the step's compile time (lower +
           XLA compile) and first-step time (set-up, compile and first call), peak temporary memory of the compiled
-          step (PyTorch: what one step allocates at its peak, from its profiler), achieved FLOP/s as a fraction of this machine's fp32 matrix-product peak measured in the same run),
+          step (PyTorch: what one step allocates at its peak, from its profiler), achieved FLOP/s as a fraction
+          of this machine's fp32 matrix-product peak measured in the same run),
           plus compile time against T for unroll=1 and full unroll; JSON and PNG plots in --out. Peers are
           optional: PyTorch nn.LSTM/nn.GRU and Flax nn.RNN everywhere, and on a GPU also PyTorch on CUDA (cuDNN)
           and jax.experimental.rnn (cuDNN, LSTM only). A peer whose library, device or cell is missing is

@@ -45,7 +45,7 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
 def test_torch_cpu_peak_bytes_counts_what_is_live_at_once():
     torch = pytest.importorskip("torch")
     n = 1 << 20  # 4 MiB of float32
-    kept = torch.ones(n)
+    held = [torch.ones(n)]
 
     def one_then_another():
         first = torch.ones(n)
@@ -58,7 +58,7 @@ def test_torch_cpu_peak_bytes_counts_what_is_live_at_once():
         return first + second  # a third block while both are live
 
     def drop_a_block_from_before():
-        kept.resize_(0)  # frees 4 MiB allocated before the call: not seen, so not subtracted
+        held.clear()  # frees 4 MiB allocated before the call: its size is unknown, so it is not subtracted
         return torch.ones(n // 2)
 
     mib = 2**20
