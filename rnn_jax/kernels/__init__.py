@@ -448,7 +448,7 @@ def output_layer_forward(h: jax.Array, V: jax.Array, bias: jax.Array, targets: j
     targets = jnp.asarray(targets)
     _check_operands("output_layer_forward", "h (N, H), V (K, H), bias (K,) float32 and targets (N,) integer",
                     {"h": h, "V": V, "bias": bias, "targets": targets},
-                        h.ndim == 2 and V.ndim == 2 and V.shape[1:] == h.shape[1:] and bias.shape == V.shape[:1]
+                    h.ndim == 2 and V.ndim == 2 and V.shape[1:] == h.shape[1:] and bias.shape == V.shape[:1]
                     and targets.shape == h.shape[:1] and h.dtype == V.dtype == bias.dtype == jnp.float32
                     and jnp.issubdtype(targets.dtype, jnp.integer))
 
