@@ -358,7 +358,7 @@ def test_row_panels_layout_and_round_trip():
 
 @needs_kernel
 @pytest.mark.parametrize("rows, classes, hidden", [
-    (1, 1, 1), (5, 3, 0), (7, 37, 5), (16, 16, 16), (33, 1000, 256), (40, 10000, 200)])
+    (1, 1, 1), (5, 3, 0), (7, 37, 5), (16, 16, 16), (37, 100, 20), (33, 1000, 256), (40, 10000, 200)])
 def test_output_layer_forward_equals_xla_logits_and_the_row_major_kernel(rows, classes, hidden):
     """Loss and gradient of h V^T + c as the row-major kernel gives them for XLA's logits (to the products'
     rounding), only laid out in row panels; a target outside [0, K) still poisons its own row only."""
