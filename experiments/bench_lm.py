@@ -151,7 +151,9 @@ def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str) -> Built:
     native = variant != "fused_xla"  # fused_xla: the default step with every native kernel off
     if train:
         optimizer = make_optimizer(OptimConfig(name="sgd", learning_rate=0.1, clip_norm=None), 1, 1)
-        step = jax.jit(make_train_step(model, optimizer, "token_mean", native=native), donate_argnums=(0, 1))
+        # As `rnn_jax.training.train` builds it for SGD on one device: only the batch's embedding rows updated.
+        step = jax.jit(make_train_step(model, optimizer, "token_mean", native=native, sparse_embedding=True),
+                       donate_argnums=(0, 1))
         state = [TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.PRNGKey(1)),
                  model.initial_state(w.batch)]
         temp_bytes, compile_s = _compiled(step, state[0], state[1], inputs, targets)

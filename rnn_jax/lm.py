@@ -191,11 +191,33 @@ class LanguageModel:
         Returns:
             (features (B, T, H) ((T, B, H) with time_major; P in place of H for lstmp), final per-layer carries).
         """
+        return self._features(params, carry, self.embed(params, tokens, time_major=time_major), key, train,
+                              time_major)
+
+    def embed(self, params: LMParams, tokens: jax.Array, *, time_major: bool = False) -> jax.Array:
+        """The embedding rows of token ids (B, T): (B, T, E), or (T, B, E) with time_major.
+
+        An id outside [0, vocab) is an error when the ids are concrete and a row of NaN under jit (the trainer then
+        skips the step), never a silently clamped row.
+        """
         check_tokens(tokens, self.config.vocab_size)
         if not isinstance(params, LMParams):
             raise TypeError(f"LanguageModel expects LMParams; got {type(params).__name__}")
-        # mode="fill" makes an out-of-range id under jit a NaN (caught by the trainer), never a silent clamp.
-        xs = jnp.take(params.embedding, tokens.T if time_major else tokens, axis=0, mode="fill", fill_value=jnp.nan)
+        return jnp.take(params.embedding, tokens.T if time_major else tokens, axis=0, mode="fill", fill_value=jnp.nan)
+
+    def hidden_states_from_embeddings(self, params: LMParams, carry: tuple, xs: jax.Array, *,
+                                      key: jax.Array | None = None, train: bool = False,
+                                      time_major: bool = False) -> tuple[jax.Array, tuple]:
+        """`hidden_states` from embedded inputs xs (B, T, E) ((T, B, E) with time_major), as `embed` gives them.
+
+        `params.embedding` is not read (it may be None): differentiating with respect to xs gives one gradient
+        row per token instead of a (vocab, E) table (`rnn_jax.training`'s sparse embedding update).
+        """
+        if not isinstance(params, LMParams):
+            raise TypeError(f"LanguageModel expects LMParams; got {type(params).__name__}")
+        _checks.check_floating("xs", xs, "Embedded inputs are float rows; token ids go to hidden_states.")
+        _checks.check_shape("xs", xs, (None, None, self.config.embed_size), "(T, B, E)" if time_major else "(B, T, E)",
+                            f"The model's embedding size is E={self.config.embed_size}; embed the ids with embed().")
         return self._features(params, carry, xs, key, train, time_major)
 
     def apply_embeddings(self, params: LMParams, carry: tuple, xs: jax.Array, *, key: jax.Array | None = None,

@@ -218,8 +218,34 @@ def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(tree)))
 
 
+def sum_rows_by_id(ids: jax.Array, rows: jax.Array, vocab_size: int) -> tuple[jax.Array, jax.Array]:
+    """Sums the rows that share an id: the (vocab, E) gradient of a table lookup, without the table's zeros.
+
+    Args:
+        ids: (N,) int ids of the looked-up rows.
+        rows: (N, E) a gradient row per id.
+        vocab_size: the table's row count; padding slots get this (out-of-range) id.
+
+    Returns:
+        (unique_ids (N,), sums (N, E)): the distinct ids in increasing order, then `vocab_size`; the sum of the
+        rows of each distinct id, then zero rows. Scattering the sums into zeros at unique_ids (dropping the
+        padding) gives the dense gradient.
+
+    Example:
+        >>> sum_rows_by_id(jnp.array([3, 1, 3]), jnp.array([[1.], [2.], [4.]]), 5)  # ([1, 3, 5], [[2.], [5.], [0.]])
+    """
+    order = jnp.argsort(ids, stable=True)
+    sorted_ids = ids[order]
+    starts = jnp.concatenate([jnp.ones((1,), bool), sorted_ids[1:] != sorted_ids[:-1]])
+    slot = jnp.cumsum(starts) - 1
+    n = ids.shape[0]
+    sums = jax.ops.segment_sum(rows[order], slot, num_segments=n, indices_are_sorted=True)
+    unique_ids = jnp.full((n,), vocab_size, ids.dtype).at[slot].set(sorted_ids)
+    return unique_ids, sums
+
+
 def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformation, reduction: str, *,
-                    native: bool = True) -> Callable:
+                    native: bool = True, sparse_embedding: bool = False) -> Callable:
     """The (unjitted) train step `(state, carry, inputs, targets) -> (state, carry, metrics)`.
 
     The incoming carry is a constant (no gradient across windows). A step whose loss or gradients are not
@@ -227,28 +253,70 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
     parameters, optimiser state and carry stay as they were, `metrics["finite"]` is False. metrics: loss (as
     reduced), nll (token mean, nats), grad_norm, finite. The model's runner (default "fused") runs the layers;
     the loss is `rnn_jax.lm.output_nll`, whose native kernel `native=False` turns off.
+
+    With `sparse_embedding`, the embedding table's gradient is taken as one row per distinct input id
+    (`sum_rows_by_id`), and only those rows of the table are updated: the same step, without building, norming
+    and adding the (vocab, E) gradient whose other rows are zero (3-5% of a zaremba_small SGD step). It is exact
+    only for an optimiser whose update of each leaf is a scalar times its gradient: SGD without momentum, with
+    or without global-norm clipping (`make_optimizer` with name="sgd"). An optimiser with per-parameter state
+    (momentum, Adam) is refused when the step is traced, and one that reads the parameters (weight decay) fails
+    then, since it gets none. Not with tied weights (the table is then also the output layer's weight).
     """
+    if sparse_embedding and model.config.tie_weights:
+        raise ValueError("sparse_embedding=True needs untied weights: with tie_weights the embedding table is also "
+                         "the output layer's weight, whose gradient is dense. Use sparse_embedding=False.")
 
     def loss_fn(params, carry, inputs, targets, key):
         hs, new_carry = model.hidden_states(params, carry, inputs, key=key, train=True, time_major=True)
         nll = output_nll(params, hs, targets.T, native=native).T
         return reduce_nll(nll, reduction), (new_carry, nll.mean())
 
+    def loss_of_rows(params, rows, carry, targets, key):
+        hs, new_carry = model.hidden_states_from_embeddings(params, carry, rows, key=key, train=True,
+                                                            time_major=True)
+        nll = output_nll(params, hs, targets.T, native=native).T
+        return reduce_nll(nll, reduction), (new_carry, nll.mean())
+
+    def sparse_gradients(params, carry, inputs, targets, key):
+        """Loss, aux and gradients whose embedding leaf is `sum_rows_by_id`'s sums; also the rows' ids."""
+        table = params.embedding
+        rows = model.embed(params, inputs, time_major=True)
+        (loss, aux), (grads, d_rows) = jax.value_and_grad(loss_of_rows, argnums=(0, 1), has_aux=True)(
+            params._replace(embedding=None), rows, carry, targets, key)
+        row_ids, d_table = sum_rows_by_id(inputs.T.reshape(-1), d_rows.reshape(-1, table.shape[1]), table.shape[0])
+        return loss, aux, grads._replace(embedding=d_table), row_ids
+
     def train_step(state: TrainState, carry, inputs, targets):
         key, dropout_key = jax.random.split(state.key)
         carry = jax.lax.stop_gradient(carry)
-        (loss, (new_carry, nll)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, carry, inputs, targets, dropout_key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        if sparse_embedding:
+            table = state.params.embedding
+            if any(getattr(leaf, "shape", None) == table.shape for leaf in jax.tree.leaves(state.opt_state)):
+                raise ValueError(f"sparse_embedding=True needs an optimiser without per-parameter state (plain SGD); "
+                                 f"this one keeps state shaped like the {table.shape} embedding table. Use "
+                                 "sparse_embedding=False.")
+            loss, (new_carry, nll), grads, row_ids = sparse_gradients(state.params, carry, inputs, targets,
+                                                                      dropout_key)
+            updates, opt_state = optimizer.update(grads, state.opt_state, None)  # SGD reads no parameters
+        else:
+            (loss, (new_carry, nll)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, carry, inputs, targets, dropout_key)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         grad_norm = _global_norm(grads)
         # A NaN or inf in any gradient makes the norm non-finite, so one scalar test replaces a pass over every
         # leaf (that pass cost ~10 ms of a zaremba_medium step); a norm beyond float32's range counts as non-finite.
         finite = jnp.logical_and(jnp.isfinite(loss), jnp.isfinite(grad_norm))
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-        new_state = TrainState(step=state.step + finite.astype(state.step.dtype),
-                               params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
-                               key=key)
+        if sparse_embedding:
+            others = state.params._replace(embedding=None)
+            params = keep(optax.apply_updates(others, updates._replace(embedding=None)), others)
+            # A step that is not applied sends every row to index vocab, which the scatter drops.
+            row_ids = jnp.where(finite, row_ids, table.shape[0])
+            params = params._replace(embedding=table.at[row_ids].add(updates.embedding, mode="drop"))
+        else:
+            params = keep(optax.apply_updates(state.params, updates), state.params)
+        new_state = TrainState(step=state.step + finite.astype(state.step.dtype), params=params,
+                               opt_state=keep(opt_state, state.opt_state), key=key)
         metrics = {"loss": loss, "nll": nll, "grad_norm": grad_norm, "finite": finite}
         return new_state, keep(new_carry, carry), metrics
 
@@ -472,9 +540,13 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
     model = LanguageModel(config.model)
     optimizer = make_optimizer(config.optim, windows_per_epoch, windows_per_epoch * config.epochs)
     schedule = learning_rate_schedule(config.optim, windows_per_epoch, windows_per_epoch * config.epochs)
+    # SGD's update of a row the batch did not use is zero, so only the used rows are updated (same result). On
+    # several devices the dense gradient stays: summing rows by id would gather every device's rows.
+    sparse_embedding = config.optim.name == "sgd" and not config.model.tie_weights and mesh.size == 1
     # Fixed shardings in and out: the step compiles once, whatever the device count.
     train_step = parallel.under_mesh(mesh, jax.jit(
-        make_train_step(model, optimizer, config.loss_reduction), donate_argnums=(0, 1),
+        make_train_step(model, optimizer, config.loss_reduction, sparse_embedding=sparse_embedding),
+        donate_argnums=(0, 1),
         in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),
         out_shardings=(replicated, rows_sharding, replicated)))
     eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, rows_sharding, rows_sharding, rows_sharding),

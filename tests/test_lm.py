@@ -154,6 +154,26 @@ def test_hidden_states_feed_apply_and_output_nll():
         output_nll(params, hs, tokens.astype(jnp.float32))
 
 
+def test_embed_then_hidden_states_from_embeddings_is_hidden_states():
+    """The split the sparse embedding update differentiates through: the table is not read after embed()."""
+    model, params = model_and_params(dropout=0.5)
+    tokens = jax.random.randint(jax.random.key(1), (B, T), 0, 11)
+    key = jax.random.key(3)
+    for time_major in (False, True):
+        xs = model.embed(params, tokens, time_major=time_major)
+        assert xs.shape == ((T, B) if time_major else (B, T)) + params.embedding.shape[1:]
+        np.testing.assert_array_equal(xs, params.embedding[tokens.T if time_major else tokens])
+        want = model.hidden_states(params, model.initial_state(B), tokens, key=key, train=True, time_major=time_major)
+        got = model.hidden_states_from_embeddings(params._replace(embedding=None), model.initial_state(B), xs,
+                                                  key=key, train=True, time_major=time_major)
+        chex.assert_trees_all_equal(got, want)
+    assert bool(jnp.isnan(jax.jit(model.embed)(params, tokens.at[0, 0].set(11))[0, 0]).all())  # out of range
+    with pytest.raises(ShapeError, match=r"xs must have shape \(B, T, E\) = \(\*, \*, 4\); got \(3, 6, 5\)"):
+        model.hidden_states_from_embeddings(params, model.initial_state(B), jnp.zeros((B, T, 5)))
+    with pytest.raises(DTypeError):
+        model.hidden_states_from_embeddings(params, model.initial_state(B), tokens)
+
+
 def test_dropout_function():
     x = jnp.ones((2, 50, 40))
     y = dropout(jax.random.key(0), x, 0.5)

@@ -9,13 +9,15 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from rnn_jax import data as data_lib
 from rnn_jax.checkpoints import Checkpointer
 from rnn_jax.lm import LanguageModel, LMConfig
 from rnn_jax.training import (LineProgress, OptimConfig, TrainConfig, TrainState, config_from_dict, config_to_dict,
-                              generate, learning_rate_schedule, make_optimizer, make_train_step, progress_bar, train)
+                              generate, learning_rate_schedule, make_optimizer, make_train_step, progress_bar,
+                              sum_rows_by_id, train)
 
 
 @pytest.fixture
@@ -117,14 +119,85 @@ def test_default_fused_train_step_equals_the_reference_step(cell, options, optim
     chex.assert_trees_all_close(results[0], results[1], rtol=2e-5, atol=2e-6)
 
 
-def test_non_finite_step_is_not_applied():
+def test_sum_rows_by_id_gives_the_dense_gradient_of_a_lookup():
+    """Against numpy's unbuffered scatter-add into zeros: repeated ids summed, padding slots dropped."""
+    rng = np.random.default_rng(0)
+    for n, vocab in ((1, 1), (7, 3), (40, 100), (64, 5)):
+        ids = rng.integers(0, vocab, n).astype(np.int32)
+        rows = rng.normal(size=(n, 4)).astype(np.float32)
+        unique_ids, sums = jax.jit(sum_rows_by_id, static_argnums=2)(jnp.asarray(ids), jnp.asarray(rows), vocab)
+        distinct = np.unique(ids)
+        np.testing.assert_array_equal(unique_ids[:len(distinct)], distinct)
+        np.testing.assert_array_equal(unique_ids[len(distinct):], vocab)
+        np.testing.assert_array_equal(sums[len(distinct):], 0.0)
+        dense = np.zeros((vocab, 4), np.float32)
+        np.add.at(dense, ids, rows)
+        np.testing.assert_allclose(sums[:len(distinct)], dense[distinct], rtol=1e-6, atol=1e-6)
+        rebuilt = jnp.zeros((vocab, 4)).at[unique_ids].add(sums, mode="drop")
+        np.testing.assert_allclose(rebuilt, dense, rtol=1e-6, atol=1e-6)
+
+
+SGD_TIGHT_CLIP = OptimConfig(name="sgd", learning_rate=1000.0, clip_norm=1e-5)  # every step clipped
+
+
+@pytest.mark.parametrize("cell, options, optim", [
+    pytest.param("lstm", {"num_layers": 2, "dropout": 0.2}, SGD_TIGHT_CLIP, id="lstm-2layers-dropout-sgd_clip"),
+    pytest.param("gru", {"gru_reset_after": True, "use_bias": True},
+                 OptimConfig(name="sgd", learning_rate=0.5, clip_norm=None, schedule="cosine"), id="gru-sgd_cosine"),
+    pytest.param("elman", {}, SGD_TIGHT_CLIP, id="elman-sgd_clip"),
+])
+def test_sparse_embedding_step_equals_the_dense_step(cell, options, optim):
+    """Four SGD steps (clipping active, repeated ids, rows the batch never uses): the same parameters, carry and
+    metrics, and the unused rows of the table bit for bit untouched."""
+    model = LanguageModel(LMConfig(vocab_size=23, embed_size=6, hidden_size=7, cell=cell, **options))
+    optimizer = make_optimizer(optim, 10, 100)
+    rows = data_lib.batchify(np.arange(300) * 7 % 11, 4)  # ids 0-10 of 23: rows 11-22 never used
+    results = []
+    for sparse in (False, True):
+        state, carry = make_state(model, optimizer), model.initial_state(4)
+        step = jax.jit(make_train_step(model, optimizer, "token_mean", sparse_embedding=sparse), donate_argnums=(0, 1))
+        for index in range(4):
+            inputs, targets = data_lib.window(rows, index, 5)
+            state, carry, metrics = step(state, carry, jnp.asarray(inputs), jnp.asarray(targets))
+            assert bool(metrics["finite"])
+        results.append((state, carry, metrics))
+    if optim.clip_norm:
+        assert float(results[1][2]["grad_norm"]) > optim.clip_norm  # the clip scales the update
+    initial = make_state(model, optimizer).params
+    moved = [jax.tree.map(jnp.subtract, state.params, initial) for state, _, _ in results]
+    assert float(optax.tree.norm(moved[0])) > 1e-3
+    chex.assert_trees_all_close(moved[0], moved[1], rtol=1e-5, atol=1e-8)
+    chex.assert_trees_all_close(results[0][1:], results[1][1:], rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(results[1][0].params.embedding[11:], initial.embedding[11:])
+    assert np.all(np.any(np.asarray(moved[1].embedding[:11]) != 0, axis=1))
+
+
+def test_sparse_embedding_refuses_what_it_cannot_do_exactly():
     model = LanguageModel(LMConfig(vocab_size=9, embed_size=4, hidden_size=8))
-    optimizer = make_optimizer(OptimConfig(name="adam", learning_rate=0.1), 10, 100)
+    inputs = jnp.array([[1, 3, 2], [0, 1, 2]])
+    for optimizer in (make_optimizer(ADAM, 10, 100), optax.sgd(0.1, momentum=0.9)):
+        step = jax.jit(make_train_step(model, optimizer, "token_mean", sparse_embedding=True))
+        with pytest.raises(ValueError, match="per-parameter state"):
+            step(make_state(model, optimizer), model.initial_state(2), inputs, inputs)
+    decayed = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1))
+    with pytest.raises(ValueError):  # reads the parameters, which the sparse step does not pass
+        jax.jit(make_train_step(model, decayed, "token_mean", sparse_embedding=True))(
+            make_state(model, decayed), model.initial_state(2), inputs, inputs)
+    tied = LanguageModel(LMConfig(vocab_size=9, embed_size=8, hidden_size=8, tie_weights=True))
+    with pytest.raises(ValueError, match="untied"):
+        make_train_step(tied, make_optimizer(SGD_CLIP, 10, 100), "token_mean", sparse_embedding=True)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_non_finite_step_is_not_applied(sparse):
+    model = LanguageModel(LMConfig(vocab_size=9, embed_size=4, hidden_size=8))
+    optim = OptimConfig(name="sgd", learning_rate=0.1) if sparse else OptimConfig(name="adam", learning_rate=0.1)
+    optimizer = make_optimizer(optim, 10, 100)
     state = make_state(model, optimizer)
     poisoned = state._replace(params=state.params._replace(embedding=state.params.embedding.at[3].set(jnp.nan)))
     carry = model.initial_state(2)
     inputs = jnp.array([[1, 3, 2], [0, 1, 2]])
-    new_state, new_carry, metrics = jax.jit(make_train_step(model, optimizer, "token_mean"))(
+    new_state, new_carry, metrics = jax.jit(make_train_step(model, optimizer, "token_mean", sparse_embedding=sparse))(
         poisoned, carry, inputs, inputs)
     assert not bool(metrics["finite"])
     chex.assert_trees_all_equal(new_state.params, poisoned.params)
