@@ -33,7 +33,8 @@ import optax
 from rnn_jax.cli import parse_config
 from rnn_jax.hostmem import reuse_freed_memory
 from rnn_jax.lm import LanguageModel, LMConfig
-from rnn_jax.training import OptimConfig, TrainState, make_eval_step, make_optimizer, make_train_step
+from rnn_jax.training import (OptimConfig, TrainState, make_eval_step, make_optimizer, make_train_step,
+                              sparse_embedding_pays)
 
 WORKLOADS = {  # name: (V, E=H, layers, T, B, bias)
     "notes": (100, 20, 1, 20, 32, False, 10),
@@ -150,9 +151,11 @@ def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str) -> Built:
     inputs, targets = (jnp.asarray(a) for a in tokens(w))
     native = variant != "fused_xla"  # fused_xla: the default step with every native kernel off
     if train:
-        optimizer = make_optimizer(OptimConfig(name="sgd", learning_rate=0.1, clip_norm=None), 1, 1)
-        # As `rnn_jax.training.train` builds it for SGD on one device: only the batch's embedding rows updated.
-        step = jax.jit(make_train_step(model, optimizer, "token_mean", native=native, sparse_embedding=True),
+        optim = OptimConfig(name="sgd", learning_rate=0.1, clip_norm=None)
+        optimizer = make_optimizer(optim, 1, 1)
+        # As `rnn_jax.training.train` builds it: at the Zaremba sizes only the batch's embedding rows are updated.
+        sparse = sparse_embedding_pays(optim, model.config, w.batch * w.steps)
+        step = jax.jit(make_train_step(model, optimizer, "token_mean", native=native, sparse_embedding=sparse),
                        donate_argnums=(0, 1))
         state = [TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.PRNGKey(1)),
                  model.initial_state(w.batch)]

@@ -17,7 +17,7 @@ from rnn_jax.checkpoints import Checkpointer
 from rnn_jax.lm import LanguageModel, LMConfig
 from rnn_jax.training import (LineProgress, OptimConfig, TrainConfig, TrainState, config_from_dict, config_to_dict,
                               generate, learning_rate_schedule, make_optimizer, make_train_step, progress_bar,
-                              sum_rows_by_id, train)
+                              sparse_embedding_pays, sum_rows_by_id, train)
 
 
 @pytest.fixture
@@ -186,6 +186,32 @@ def test_sparse_embedding_refuses_what_it_cannot_do_exactly():
     tied = LanguageModel(LMConfig(vocab_size=9, embed_size=8, hidden_size=8, tie_weights=True))
     with pytest.raises(ValueError, match="untied"):
         make_train_step(tied, make_optimizer(SGD_CLIP, 10, 100), "token_mean", sparse_embedding=True)
+
+
+def test_sparse_embedding_pays_only_where_exact_and_cheaper():
+    small = LMConfig(vocab_size=10000, embed_size=8, hidden_size=8)
+    sgd = OptimConfig(name="sgd", clip_norm=5.0, schedule="zaremba", decay_after=4, decay=0.5)
+    assert sparse_embedding_pays(sgd, small, 20 * 35)
+    assert not sparse_embedding_pays(OptimConfig(name="adam"), small, 20 * 35)
+    assert not sparse_embedding_pays(sgd, dataclasses.replace(small, tie_weights=True), 20 * 35)
+    assert not sparse_embedding_pays(sgd, small, 20 * 35, devices=2)
+    assert not sparse_embedding_pays(sgd, dataclasses.replace(small, vocab_size=1000), 16 * 512)  # `long`
+
+
+def test_train_takes_the_sparse_embedding_step_where_it_pays_with_the_same_results(text_file, tmp_path, monkeypatch):
+    from rnn_jax import training
+    config = small_config(text_file, optim=OptimConfig(name="sgd", learning_rate=0.5, clip_norm=0.1), batch_size=2,
+                          num_steps=4, epochs=2, max_windows_per_epoch=8, checkpoint_every=0, sample_length=0)
+    used, build = [], training.make_train_step
+    monkeypatch.setattr(training, "make_train_step",
+                        lambda *a, **k: used.append(k["sparse_embedding"]) or build(*a, **k))
+    sparse = train(config, tmp_path / "sparse", progress=False, log=lambda _: None)
+    monkeypatch.setattr(training, "sparse_embedding_pays", lambda *a: False)
+    dense = train(config, tmp_path / "dense", progress=False, log=lambda _: None)
+    assert used == [True, False] and 2 * 4 < sparse.vocab.size
+    for a, b in zip(sparse.history, dense.history):
+        assert a["valid_nll"] == pytest.approx(b["valid_nll"], rel=1e-5)
+    assert sparse.test["nll"] == pytest.approx(dense.test["nll"], rel=1e-5)
 
 
 @pytest.mark.parametrize("sparse", [False, True])
