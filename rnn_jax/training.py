@@ -283,16 +283,14 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
         raise ValueError("sparse_embedding=True needs untied weights: with tie_weights the embedding table is also "
                          "the output layer's weight, whose gradient is dense. Use sparse_embedding=False.")
 
-    def loss_fn(params, carry, inputs, targets, key):
-        hs, new_carry = model.hidden_states(params, carry, inputs, key=key, train=True, time_major=True)
-        nll = output_nll(params, hs, targets.T, native=native).T
-        return reduce_nll(nll, reduction), (new_carry, nll.mean())
-
     def loss_of_rows(params, rows, carry, targets, key):
         hs, new_carry = model.hidden_states_from_embeddings(params, carry, rows, key=key, train=True,
                                                             time_major=True)
         nll = output_nll(params, hs, targets.T, native=native).T
         return reduce_nll(nll, reduction), (new_carry, nll.mean())
+
+    def loss_fn(params, carry, inputs, targets, key):
+        return loss_of_rows(params, model.embed(params, inputs, time_major=True), carry, targets, key)
 
     def sparse_gradients(params, carry, inputs, targets, key):
         """Loss, aux and gradients whose embedding leaf is `sum_rows_by_id`'s sums; also the rows' ids."""
