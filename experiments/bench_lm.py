@@ -335,11 +335,18 @@ def build(name: str, w: Workload, cell: str, train: bool) -> Built:
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-def timed_rounds(entries: dict, rounds: int, min_seconds: float, tokens_per_call: int) -> dict:
-    """Interleaved rounds: each round times every implementation once, in turn, for >= min_seconds."""
+def timed_rounds(entries: dict, rounds: int, min_seconds: float, tokens_per_call: int, warmup_calls: int = 1) -> dict:
+    """Interleaved rounds: each round times every implementation once, in turn, for >= min_seconds.
+
+    Each turn starts with `warmup_calls` untimed calls: the first step after another implementation ran finds
+    the caches and the allocator as that one left them (at `zaremba_small`, PyTorch's first steps took up to
+    1.6x its median, Flax's 1.2x; rnn_jax's default none), which a half-second round would otherwise count.
+    """
     rates = {name: [] for name in entries}
     for _ in range(rounds):
         for name, (run, wait) in entries.items():
+            for _ in range(warmup_calls):
+                wait(run())
             calls, start = 0, time.perf_counter()
             while True:
                 wait(run())

@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import jax
 import pytest
@@ -66,6 +67,25 @@ def test_torch_cpu_peak_bytes_counts_what_is_live_at_once():
     assert 12 * mib <= bench_lm.torch_cpu_peak_bytes(two_at_once) < 12.1 * mib
     assert 2 * mib <= bench_lm.torch_cpu_peak_bytes(drop_a_block_from_before) < 2.1 * mib
     assert bench_lm.torch_cpu_peak_bytes(lambda: None) == 0
+
+
+def test_timed_rounds_leave_each_turns_first_call_untimed():
+    """Two implementations whose first call after the other one ran is slow (0.2 s, else 2-4 ms): only the fast
+    calls are timed (a counted slow call would put that round below 10 / 0.2 = 50 tokens/s)."""
+    last = [None]
+
+    def entry(name, fast):
+        def run():
+            time.sleep(0.2 if last[0] != name else fast)
+            last[0] = name
+        return run, lambda _: None
+
+    entries = {"a": entry("a", 0.002), "b": entry("b", 0.004)}
+    rates = bench_lm.timed_rounds(entries, rounds=3, min_seconds=0.02, tokens_per_call=10)
+    assert [len(r) for r in rates.values()] == [3, 3]
+    assert min(rates["a"] + rates["b"]) > 100 and max(rates["a"]) < 10 / 0.002 and max(rates["b"]) < 10 / 0.004
+    untimed = bench_lm.timed_rounds(entries, rounds=2, min_seconds=0.02, tokens_per_call=10, warmup_calls=0)
+    assert max(untimed["a"] + untimed["b"]) <= 50  # without the warm-up the switch is what gets timed
 
 
 def test_round_ratios_pair_each_round_with_the_fastest_peer_of_that_round():
