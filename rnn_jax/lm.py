@@ -201,8 +201,7 @@ class LanguageModel:
         skips the step), never a silently clamped row.
         """
         check_tokens(tokens, self.config.vocab_size)
-        if not isinstance(params, LMParams):
-            raise TypeError(f"LanguageModel expects LMParams; got {type(params).__name__}")
+        _check_lm_params(params)
         return jnp.take(params.embedding, tokens.T if time_major else tokens, axis=0, mode="fill", fill_value=jnp.nan)
 
     def hidden_states_from_embeddings(self, params: LMParams, carry: tuple, xs: jax.Array, *,
@@ -213,8 +212,7 @@ class LanguageModel:
         `params.embedding` is not read (it may be None): differentiating with respect to xs gives one gradient
         row per token instead of a (vocab, E) table (`rnn_jax.training`'s sparse embedding update).
         """
-        if not isinstance(params, LMParams):
-            raise TypeError(f"LanguageModel expects LMParams; got {type(params).__name__}")
+        _check_lm_params(params)
         _checks.check_floating("xs", xs, "Embedded inputs are float rows; token ids go to hidden_states.")
         _checks.check_shape("xs", xs, (None, None, self.config.embed_size), "(T, B, E)" if time_major else "(B, T, E)",
                             f"The model's embedding size is E={self.config.embed_size}; embed the ids with embed().")
@@ -223,7 +221,7 @@ class LanguageModel:
     def apply_embeddings(self, params: LMParams, carry: tuple, xs: jax.Array, *, key: jax.Array | None = None,
                          train: bool = False) -> tuple[jax.Array, tuple]:
         """`apply` from embedded inputs xs (B, T, E) instead of token ids (for probes such as causality)."""
-        hs, carry = self._features(params, carry, xs, key, train)
+        hs, carry = self.hidden_states_from_embeddings(params, carry, xs, key=key, train=train)
         return output_logits(params, hs), carry
 
     def _features(self, params: LMParams, carry: tuple, xs: jax.Array, key: jax.Array | None, train: bool,
@@ -239,6 +237,11 @@ class LanguageModel:
         carry, hs = run_layers(self.layer_cell, params.rnn, carry, drop(xs), runner=runner, unroll=cfg.unroll,
                                time_major=time_major, between_layers=lambda _, h: drop(h))
         return drop(hs), carry
+
+
+def _check_lm_params(params: Any) -> None:
+    if not isinstance(params, LMParams):
+        raise TypeError(f"LanguageModel expects LMParams; got {type(params).__name__}")
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float, same_mask_over_time: bool = False,
