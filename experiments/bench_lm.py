@@ -9,7 +9,8 @@ Expected: a markdown table (tokens/s median [min-max] over interleaved rounds, t
           plus compile time against T for unroll=1 and full unroll; JSON and PNG plots in --out. Peers are
           optional: PyTorch nn.LSTM/nn.GRU and Flax nn.RNN everywhere, and on a GPU also PyTorch on CUDA (cuDNN)
           and jax.experimental.rnn (cuDNN, LSTM only). A peer whose library, device or cell is missing is
-          reported as skipped, with the reason.
+          reported as skipped, with the reason. `products_only` is neither: the step's matrix products alone,
+          one after another (see `products_only_step`), for the time they take by themselves.
 Source:   issue 7's workloads; every implementation runs in this process, measured in interleaved rounds.
 """
 
@@ -50,7 +51,7 @@ class BenchConfig:
     cells: tuple[str, ...] = ("lstm", "gru")
     workloads: tuple[str, ...] = ("train", "infer")
     implementations: tuple[str, ...] = ("fused", "fused_xla", "hoisted", "scan_unroll1", "scan_unroll4", "scan_unrollT",
-                                        "unrolled", "torch", "flax", "torch_cuda", "jax_rnn")
+                                        "unrolled", "torch", "flax", "torch_cuda", "jax_rnn", "products_only")
     rounds: int = 5
     min_seconds: float = 0.3
     compile_lengths: tuple[int, ...] = (16, 64, 256, 1024)  # full unroll is measured up to T=64 (T=256: ~2 min)
@@ -71,11 +72,13 @@ class Workload:
 
     def flops_per_token(self, cell: str, train: bool) -> float:
         gates = 4 if cell == "lstm" else 3
-        forward = self.layers * 2 * gates * self.hidden * (self.embed + self.hidden) + 2 * self.vocab * self.hidden
+        inputs = self.embed + (self.layers - 1) * self.hidden  # each layer's input: the embedding, then h below
+        forward = 2 * gates * self.hidden * (inputs + self.layers * self.hidden) + 2 * self.vocab * self.hidden
         return forward * (3 if train else 1)
 
 
-PEERS = ("torch", "flax", "torch_cuda", "jax_rnn")  # everything else is an rnn_jax runner
+PEERS = ("torch", "flax", "torch_cuda", "jax_rnn")
+REFERENCES = ("products_only",)  # references; everything neither a peer nor a reference is an rnn_jax runner
 
 
 class PeerUnavailable(RuntimeError):
@@ -250,6 +253,76 @@ def jax_rnn_step(w: Workload, cell: str, train: bool, lstm: Optional[Callable] =
     return _optax_built(loss_fn, params, train)
 
 
+def products_only(w: Workload, cell: str, train: bool, native: bool = True) -> tuple[Callable, dict]:
+    """(jitted function, its operands) for `products_only_step`; `native=False` runs the output layer in XLA.
+
+    A reference, not a peer: the step's matrix products one after another, and nothing else (no recurrence,
+    gate arithmetic, embedding, update or norm).
+
+    Every product of the step at its shape, with the product implementations the default step uses: per layer
+    the input product x U^T, the recurrent products of all T steps as one (N x H) by (H x G·H) product, and in
+    training the recurrent products' backward d W, the weight gradient [x, h_prev]^T d and the input gradient
+    d U; then the output layer's logits with the loss (in training, its native forward and backward calls:
+    logits, dh, dV and the softmax between them). Its FLOPs are the workload's `flops_per_token` times N.
+    Each product waits for the one before (`optimization_barrier`), so each has the machine to itself, as it
+    would in a step that did nothing else. The default's tokens/s over this one says how far the step's other
+    work and its T-piece recurrent products (hidden beside other products or not) take it from the time of
+    its products alone; this one over the fastest peer is what a step that were only these products would
+    reach.
+    """
+    from rnn_jax import kernels
+
+    G = 4 if cell == "lstm" else 3
+    N, K = w.batch * w.steps, G * w.hidden
+    rng = np.random.default_rng(0)
+    normal = lambda *shape: jnp.asarray(0.05 * rng.standard_normal(shape, np.float32))
+    operands = {"x": normal(N, w.embed), "h": normal(N, w.hidden), "d_pre": normal(N, K),
+                "layers": [(normal(K, w.embed if layer == 0 else w.hidden), normal(K, w.hidden))
+                           for layer in range(w.layers)],
+                "V": normal(w.vocab, w.hidden), "c": jnp.zeros((w.vocab,), jnp.float32),
+                "targets": jnp.asarray(rng.integers(0, w.vocab, N), jnp.int32)}
+    native = native and kernels.available()
+
+    def products(o):
+        out = []
+
+        def after_previous(*operands):  # one product at a time, each with the machine to itself
+            return jax.lax.optimization_barrier((out[-1:], operands))[1] if out else operands
+
+        for layer, (U, W) in enumerate(o["layers"]):
+            x = o["x"] if layer == 0 else o["h"]
+            out.append(jnp.matmul(*after_previous(x, U.T)))
+            out.append(jnp.matmul(*after_previous(o["h"], W.T)))
+            if train:
+                out.append(jnp.matmul(*after_previous(o["d_pre"], W)))
+                out.append(jnp.matmul(*after_previous(jnp.concatenate([x, o["h"]], axis=1).T, o["d_pre"])))
+                out.append(jnp.matmul(*after_previous(o["d_pre"], U)))
+        h, = after_previous(o["h"])  # the output layer after the layers' products
+        if train and native:
+            nll, d_panels = kernels.output_layer_forward(h, o["V"], o["c"], o["targets"])
+            out += [nll, *kernels.output_layer_backward(d_panels, h, nll, o["V"])]
+        elif train:  # the native pair's outputs, its cotangent g the losses themselves
+            logits = h @ o["V"].T + o["c"]
+            nll = optax.softmax_cross_entropy_with_integer_labels(logits, o["targets"])
+            d = jax.nn.softmax(logits) - jax.nn.one_hot(o["targets"], w.vocab)
+            out += [nll, nll[:, None] * (d @ o["V"])]
+            out += [jnp.matmul(*after_previous(d.T, nll[:, None] * h)), nll @ d]
+        elif native:
+            out.append(kernels.softmax_xent_forward(h @ o["V"].T, o["c"], o["targets"])[1])
+        else:
+            out.append(optax.softmax_cross_entropy_with_integer_labels(h @ o["V"].T + o["c"], o["targets"]))
+        return [value.sum() for value in out]  # scalars: the products' results are not copied out
+
+    return jax.jit(products), operands
+
+
+def products_only_step(w: Workload, cell: str, train: bool) -> Built:
+    """The `products_only` reference (see `products_only`), ready to time."""
+    step, operands = products_only(w, cell, train)
+    temp_bytes, compile_s = _compiled(step, operands)
+    return Built(lambda: step(operands), jax.block_until_ready, temp_bytes, compile_s)
+
+
 def torch_step(w: Workload, cell: str, train: bool, device: str = "cpu") -> Built:
     import torch
 
@@ -329,6 +402,8 @@ def build(name: str, w: Workload, cell: str, train: bool) -> Built:
         return flax_step(w, cell, train)
     if name == "jax_rnn":
         return jax_rnn_step(w, cell, train)
+    if name == "products_only":
+        return products_only_step(w, cell, train)
     return rnn_jax_step(w, cell, train, name)
 
 
@@ -464,11 +539,15 @@ def summary_table(report: dict) -> str:
     """One row per (config, cell, workload): tokens/s of every implementation, the default's ratio to the fastest
     peer (of the medians, and its range over the rounds), issue 7's bar for the train step, and what meeting it
     takes: the default's share of the measured fp32 matrix-product peak now and the share the bar asks for (bar x
-    the fastest peer's share; near or above 100%, no exact implementation of these FLOPs can meet it here)."""
+    the fastest peer's share; near or above 100%, no exact implementation of these FLOPs can meet it here); where
+    `products_only` ran, also the default's tokens/s over that of its products run one after another alone, and
+    theirs over the fastest peer's."""
     impls = list(dict.fromkeys(r["impl"] for r in report["results"]))
+    with_reference = any(r["impl"] in REFERENCES for r in report["results"])
+    extra = " default / products only | products only / best peer |" if with_reference else ""
     lines = ["| config | cell | workload | " + " | ".join(impls)
-             + " | default / best peer | per round | bar | default % peak | bar needs % peak |",
-             "|---|---|---|" + "---|" * (len(impls) + 5)]
+             + " | default / best peer | per round | bar | default % peak | bar needs % peak |" + extra,
+             "|---|---|---|" + "---|" * (len(impls) + 5 + 2 * with_reference)]
     groups = list(dict.fromkeys((r["config"], r["cell"], r["workload"]) for r in report["results"]))
     for name, cell, kind in groups:
         rows = {r["impl"]: r for r in report["results"] if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)}
@@ -483,7 +562,13 @@ def summary_table(report: dict) -> str:
         share = f"{100 * default['flops_fraction']:.0f}%" if default else "-"
         needs = f"{100 * BAR[name] * best['flops_fraction']:.0f}%" if has_bar and best else "-"
         cells = " | ".join(f"{rows[k]['tokens_per_s']:,.0f}" if k in rows else "-" for k in impls)
-        lines.append(f"| {name} | {cell} | {kind} | {cells} | {ratio} | {spread} | {bar} | {share} | {needs} |")
+        row = f"| {name} | {cell} | {kind} | {cells} | {ratio} | {spread} | {bar} | {share} | {needs} |"
+        if with_reference:
+            bound = rows.get("products_only")
+            of_bound = f"{default['tokens_per_s'] / bound['tokens_per_s']:.2f}" if bound and default else "-"
+            bound_ratio = f"{bound['tokens_per_s'] / best['tokens_per_s']:.2f}x" if bound and best else "-"
+            row += f" {of_bound} | {bound_ratio} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -503,7 +588,8 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
         rows = [r for r in report["results"] if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)]
         ax.barh([r["impl"] for r in rows], [r["tokens_per_s"] for r in rows],
                 xerr=[[r["tokens_per_s"] - r["min"] for r in rows], [r["max"] - r["tokens_per_s"] for r in rows]],
-                color=["tab:orange" if r["impl"] in PEERS else "tab:blue" for r in rows])
+                color=["tab:orange" if r["impl"] in PEERS else "tab:gray" if r["impl"] in REFERENCES else "tab:blue"
+                       for r in rows])
         ax.set_title(f"{name} {cell} {kind}", fontsize=9)
         ax.set_xlabel("tokens/s")
     fig.savefig(out / "bench_lm_tokens.png", dpi=90)

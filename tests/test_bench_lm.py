@@ -12,7 +12,7 @@ from experiments import bench_lm
 
 def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
     report = bench_lm.main(["--configs", "notes", "--cells", "lstm", "--workloads", "train",
-                            "--implementations", "fused,torch", "--rounds", "1", "--min-seconds", "0.01",
+                            "--implementations", "fused,torch,products_only", "--rounds", "1", "--min-seconds", "0.01",
                             "--compile-lengths", "16", "--out", str(tmp_path), "--reuse-host-memory", "false"])
     out = capsys.readouterr().out
     assert "notes lstm train" in out and "default / best peer" in out
@@ -20,7 +20,7 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
     assert saved["results"] == json.loads(json.dumps(report["results"]))
     assert saved["machine"]["matmul_peak_flops"] > 0 and saved["machine"]["host_memory_reused"] is False
     impls = {(r["workload"], r["impl"]) for r in saved["results"]}
-    assert impls == {("train", "fused"), ("train", "torch")}
+    assert impls == {("train", "fused"), ("train", "torch"), ("train", "products_only")}
     for r in saved["results"]:
         assert r["min"] <= r["tokens_per_s"] <= r["max"] and 0 < r["flops_fraction"] < 1
         assert len(r["rounds"]) == 1 and r["rounds"][0] == r["tokens_per_s"]
@@ -36,9 +36,14 @@ def test_bench_lm_writes_json_tables_and_plots(tmp_path, capsys):
     # The bar's required share of peak is 1.5x the peer's share, as printed.
     torch_share = next(r["flops_fraction"] for r in saved["results"] if r["impl"] == "torch")
     row = next(line for line in table.splitlines() if line.startswith("| notes | lstm | train |"))
-    assert row.rstrip(" |").endswith(f"{100 * 1.5 * torch_share:.0f}%")
-    ratio = fused["tokens_per_s"] / next(r["tokens_per_s"] for r in saved["results"] if r["impl"] == "torch")
+    assert f"| {100 * 1.5 * torch_share:.0f}% |" in row
+    speed = {r["impl"]: r["tokens_per_s"] for r in saved["results"]}
+    ratio = speed["fused"] / speed["torch"]
     assert f"| {ratio:.2f}x | {ratio:.2f}-{ratio:.2f}x | 1.5x |" in row  # one round: its ratio is the median's
+    # The reference is neither a peer nor the default: its own two columns, last.
+    assert row.endswith(f"% | {speed['fused'] / speed['products_only']:.2f} | "
+                        f"{speed['products_only'] / speed['torch']:.2f}x |")
+    assert "products only / best peer" in table.splitlines()[2]
     for png in ("bench_lm_tokens.png", "bench_compile_vs_T.png"):
         assert (tmp_path / png).stat().st_size > 1000
 
@@ -130,3 +135,19 @@ def test_jax_rnn_peer_model_trains_with_a_reference_lstm(train, bias):
         assert losses[-1] < losses[0] - 0.03 and all(b < a for a, b in zip(losses, losses[1:]))
     else:
         assert losses[-1] == losses[0]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("train", [True, False])
+def test_products_only_does_the_workloads_flops_and_the_native_calls_compute_the_same(cell, train):
+    """XLA's own count of the reference's FLOPs (output layer in XLA) against `flops_per_token`, with E != H and
+    two layers (the second layer's input is H wide); the softmax's elementwise work is the little above it."""
+    w = bench_lm.Workload("t", vocab=64, hidden=32, layers=2, steps=4, batch=5, bias=True, embed=16)
+    step, operands = bench_lm.products_only(w, cell, train, native=False)
+    counted = step.lower(operands).compile().cost_analysis()
+    counted = counted[0] if isinstance(counted, list) else counted
+    expected = w.flops_per_token(cell, train) * w.batch * w.steps
+    assert expected <= counted["flops"] <= 1.05 * expected
+    native_step, native_operands = bench_lm.products_only(w, cell, train)
+    for mine, reference in zip(native_step(native_operands), step(operands), strict=True):
+        assert abs(float(mine) - float(reference)) <= 1e-4 * (1 + abs(float(reference)))
