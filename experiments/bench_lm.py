@@ -253,67 +253,119 @@ def jax_rnn_step(w: Workload, cell: str, train: bool, lstm: Optional[Callable] =
     return _optax_built(loss_fn, params, train)
 
 
-def products_only(w: Workload, cell: str, train: bool, native: bool = True) -> tuple[Callable, dict]:
-    """(jitted function, its operands) for `products_only_step`; `native=False` runs the output layer in XLA.
-
-    A reference, not a peer: the step's matrix products one after another, and nothing else (no recurrence,
-    gate arithmetic, embedding, update or norm).
+def step_products(w: Workload, cell: str, train: bool, native: bool = True) -> tuple[dict, list]:
+    """The step's matrix products as `(operands, [(name, flops, key, product), ...])`: `product(operands)` a
+    tuple, `key` names its smallest operand (`chain_products` makes it wait for the product before).
 
     Every product of the step at its shape, with the product implementations the default step uses: per layer
     the input product x U^T, the recurrent products of all T steps as one (N x H) by (H x G·H) product, and in
     training the recurrent products' backward d W, the weight gradient [x, h_prev]^T d and the input gradient
-    d U; then the output layer's logits with the loss (in training, its native forward and backward calls:
-    logits, dh, dV and the softmax between them). Its FLOPs are the workload's `flops_per_token` times N.
-    Each product waits for the one before (`optimization_barrier`), so each has the machine to itself, as it
-    would in a step that did nothing else. The default's tokens/s over this one says how far the step's other
-    work and its T-piece recurrent products (hidden beside other products or not) take it from the time of
-    its products alone; this one over the fastest peer is what a step that were only these products would
-    reach.
+    d U; then the output layer: in training its native forward call (logits and the softmax's gradient, in row
+    panels) and backward call (dh, dV and the bias gradient), else the logits and the loss. Their FLOPs add up
+    to the workload's `flops_per_token` times N. `native=False` (or no native kernels) runs the output layer in
+    XLA, with the native pair's outputs.
     """
     from rnn_jax import kernels
 
     G = 4 if cell == "lstm" else 3
-    N, K = w.batch * w.steps, G * w.hidden
+    N, K, H, V = w.batch * w.steps, G * w.hidden, w.hidden, w.vocab
     rng = np.random.default_rng(0)
     normal = lambda *shape: jnp.asarray(0.05 * rng.standard_normal(shape, np.float32))
-    operands = {"x": normal(N, w.embed), "h": normal(N, w.hidden), "d_pre": normal(N, K),
-                "layers": [(normal(K, w.embed if layer == 0 else w.hidden), normal(K, w.hidden))
-                           for layer in range(w.layers)],
-                "V": normal(w.vocab, w.hidden), "c": jnp.zeros((w.vocab,), jnp.float32),
-                "targets": jnp.asarray(rng.integers(0, w.vocab, N), jnp.int32)}
+    o = {"x": normal(N, w.embed), "h": normal(N, H), "d_pre": normal(N, K), "V": normal(V, H),
+         "c": jnp.zeros((V,), jnp.float32), "targets": jnp.asarray(rng.integers(0, V, N), jnp.int32)}
     native = native and kernels.available()
-
-    def products(o):
-        out = []
-
-        def after_previous(*operands):  # one product at a time, each with the machine to itself
-            return jax.lax.optimization_barrier((out[-1:], operands))[1] if out else operands
-
-        for layer, (U, W) in enumerate(o["layers"]):
-            x = o["x"] if layer == 0 else o["h"]
-            out.append(jnp.matmul(*after_previous(x, U.T)))
-            out.append(jnp.matmul(*after_previous(o["h"], W.T)))
-            if train:
-                out.append(jnp.matmul(*after_previous(o["d_pre"], W)))
-                out.append(jnp.matmul(*after_previous(jnp.concatenate([x, o["h"]], axis=1).T, o["d_pre"])))
-                out.append(jnp.matmul(*after_previous(o["d_pre"], U)))
-        h, = after_previous(o["h"])  # the output layer after the layers' products
-        if train and native:
-            nll, d_panels = kernels.output_layer_forward(h, o["V"], o["c"], o["targets"])
-            out += [nll, *kernels.output_layer_backward(d_panels, h, nll, o["V"])]
-        elif train:  # the native pair's outputs, its cotangent g the losses themselves
-            logits = h @ o["V"].T + o["c"]
-            nll = optax.softmax_cross_entropy_with_integer_labels(logits, o["targets"])
-            d = jax.nn.softmax(logits) - jax.nn.one_hot(o["targets"], w.vocab)
-            out += [nll, nll[:, None] * (d @ o["V"])]
-            out += [jnp.matmul(*after_previous(d.T, nll[:, None] * h)), nll @ d]
-        elif native:
-            out.append(kernels.softmax_xent_forward(h @ o["V"].T, o["c"], o["targets"])[1])
+    products = []
+    for layer in range(w.layers):
+        x, E = ("x", w.embed) if layer == 0 else ("h", H)
+        o[f"U{layer}"], o[f"W{layer}"] = normal(K, E), normal(K, H)
+        products.append((f"layer {layer}: x U^T ({N}x{E} by {E}x{K})", 2 * N * E * K, x,
+                         lambda o, x=x, layer=layer: (o[x] @ o[f"U{layer}"].T,)))
+        products.append((f"layer {layer}: h W^T, all steps ({N}x{H} by {H}x{K})", 2 * N * H * K, "h",
+                         lambda o, layer=layer: (o["h"] @ o[f"W{layer}"].T,)))
+        if train:
+            products.append((f"layer {layer}: d W ({N}x{K} by {K}x{H})", 2 * N * K * H, f"W{layer}",
+                             lambda o, layer=layer: (o["d_pre"] @ o[f"W{layer}"],)))
+            products.append((f"layer {layer}: [x, h_prev]^T d ({E + H}x{N} by {N}x{K})", 2 * (E + H) * N * K, "h",
+                             lambda o, x=x: (jnp.concatenate([o[x], o["h"]], axis=1).T @ o["d_pre"],)))
+            products.append((f"layer {layer}: d U ({N}x{K} by {K}x{E})", 2 * N * K * E, f"U{layer}",
+                             lambda o, layer=layer: (o["d_pre"] @ o[f"U{layer}"],)))
+    if train:
+        # The backward call reads the forward call's outputs; they are made once here so that each call can
+        # also be timed alone.
+        if native:
+            o["nll"], o["d_panels"] = kernels.output_layer_forward(o["h"], o["V"], o["c"], o["targets"])
+            forward = lambda o: kernels.output_layer_forward(o["h"], o["V"], o["c"], o["targets"])
+            backward = lambda o: kernels.output_layer_backward(o["d_panels"], o["h"], o["nll"], o["V"])
         else:
-            out.append(optax.softmax_cross_entropy_with_integer_labels(h @ o["V"].T + o["c"], o["targets"]))
-        return [value.sum() for value in out]  # scalars: the products' results are not copied out
+            def forward(o):
+                logits = o["h"] @ o["V"].T + o["c"]
+                d = jax.nn.softmax(logits) - jax.nn.one_hot(o["targets"], V)
+                return optax.softmax_cross_entropy_with_integer_labels(logits, o["targets"]), d
 
-    return jax.jit(products), operands
+            o["nll"], o["d_panels"] = forward(o)  # row-major here, not in panels
+
+            def backward(o):
+                g = o["nll"][:, None]
+                return g * (o["d_panels"] @ o["V"]), o["d_panels"].T @ (g * o["h"]), o["nll"] @ o["d_panels"]
+
+        products.append((f"output layer forward: logits, softmax ({N}x{H} by {H}x{V})", 2 * N * H * V, "h", forward))
+        products.append((f"output layer backward: dh, dV ({N}x{V} by {V}x{H}, {V}x{N} by {N}x{H})", 4 * N * V * H,
+                         "h", backward))
+    elif native:
+        products.append((f"output layer: logits, loss ({N}x{H} by {H}x{V})", 2 * N * H * V, "h",
+                         lambda o: (kernels.softmax_xent_forward(o["h"] @ o["V"].T, o["c"], o["targets"])[1],)))
+    else:
+        products.append((f"output layer: logits, loss ({N}x{H} by {H}x{V})", 2 * N * H * V, "h",
+                         lambda o: (optax.softmax_cross_entropy_with_integer_labels(o["h"] @ o["V"].T + o["c"],
+                                                                                    o["targets"]),)))
+    return o, products
+
+
+def chain_products(products: list, operands: dict, repeats: int = 1) -> list:
+    """Runs `products` (from `step_products`) `repeats` times over, one after another: each product's smallest
+    operand gets the previous product's sum times zero added, a dependence XLA keeps (it drops an
+    `optimization_barrier` between independent products, and merges repeats of one product into one). The
+    added pass is over the smallest operand only. Returns each product's sum."""
+    sums = []
+    for _ in range(repeats):
+        for _, _, key, product in products:
+            o = operands if not sums else {**operands, key: operands[key] + 0.0 * sums[-1]}
+            sums.append(sum(value.sum() for value in product(o)))
+    return sums
+
+
+def products_only(w: Workload, cell: str, train: bool, native: bool = True) -> tuple[Callable, dict]:
+    """(jitted function, its operands): the `products_only` reference, the step's matrix products
+    (`step_products`) one after another (`chain_products`), and nothing else (no recurrence, gate arithmetic,
+    embedding, update or norm); the function returns each product's sum.
+
+    A reference, not a peer: each product has the machine to itself, as it would in a step that did nothing
+    else. The default's tokens/s over this one says how far the step's other work and its T-piece recurrent
+    products (hidden beside other products or not) take it from the time of its products alone; this one over
+    the fastest peer is what a step that were only these products, run one at a time, would reach.
+    """
+    operands, products = step_products(w, cell, train, native)
+    return jax.jit(lambda o: chain_products(products, o)), operands
+
+
+def product_times(w: Workload, cell: str, train: bool, calls: int = 5) -> list[dict]:
+    """Each of the step's products (`step_products`) timed alone: one jitted call runs it `repeats` times, one
+    after another (`chain_products`; ~20 ms a call, so the call's own overhead hardly counts), median of `calls`
+    calls."""
+    operands, products = step_products(w, cell, train)
+    rows = []
+    for entry in products:
+        name, flops = entry[:2]
+        repeats = int(np.clip(0.02 * 1e11 / flops, 1, 50))
+        call = jax.jit(lambda o, entry=entry, repeats=repeats: chain_products([entry], o, repeats))
+        jax.block_until_ready(call(operands))
+        seconds = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            jax.block_until_ready(call(operands))
+            seconds.append((time.perf_counter() - start) / repeats)
+        rows.append({"product": name, "flops": flops, "seconds": statistics.median(seconds), "repeats": repeats})
+    return rows
 
 
 def products_only_step(w: Workload, cell: str, train: bool) -> Built:
@@ -454,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     peak = matmul_peak()
     print(f"machine: {os.cpu_count()} CPU core(s), {jax.devices()[0].platform}; fp32 matmul peak measured "
           f"{peak / 1e9:.1f} GFLOP/s; freed host memory reused: {reused}")
-    results, skipped = [], []
+    results, skipped, products = [], [], {}
     for name in config.configs:
         w = workload(name)
         for cell in config.cells:
@@ -493,6 +545,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     print(f"  {r['impl']:<13} {r['tokens_per_s']:>11,.0f} tok/s [{r['min']:,.0f}-{r['max']:,.0f}]  "
                           f"compile {compile_s}s  first step {r['first_step_s']:5.2f}s  temp {memory:>10}  "
                           f"{100 * r['flops_fraction']:5.1f}% peak  {ratio}")
+                if "products_only" in entries:
+                    key = f"{name} {cell} {kind}"
+                    products[key] = product_times(w, cell, train)
+                    print("  the step's products, each timed alone (chained repeats in one call, median of 5 calls):")
+                    for row in products[key]:
+                        print(f"    {row['product']:<64} {1e3 * row['seconds']:8.3f} ms  "
+                              f"{row['flops'] / row['seconds'] / 1e9:5.0f} GFLOP/s")
     compiles = {cell: compile_times(cell, config.compile_lengths) for cell in config.cells}
     for cell, rows in compiles.items():
         print(f"\ncompile time (lower + compile, no run) of the {cell} train step against T (H=128, B=8):")
@@ -502,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report = {"machine": {"cpus": os.cpu_count(), "platform": jax.devices()[0].platform, "device": str(jax.devices()[0]),
                           "matmul_peak_flops": peak, "host_memory_reused": reused,
                           "versions": versions()}, "config": dataclasses.asdict(config), "results": results,
-              "skipped": skipped, "compile_vs_T": compiles}
+              "skipped": skipped, "compile_vs_T": compiles, "product_times": products}
     print("\n" + summary_table(report))
     if config.out:
         write_outputs(pathlib.Path(config.out), report)
@@ -522,6 +581,19 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {r['config']} | {r['cell']} | {r['workload']} | {r['impl']} | skipped: {r['reason']} "
                      "| | | | | |")
     return "\n".join(lines)
+
+
+def product_table(report: dict) -> str:
+    """The step's products timed alone (`product_times`), per (config, cell, workload) where they were timed."""
+    lines = []
+    for key, rows in report.get("product_times", {}).items():
+        lines += [f"\nThe step's products, each timed alone ({key}):\n", "| product | ms | GFLOP/s | % of peak |",
+                  "|---|---|---|---|"]
+        peak = report["machine"]["matmul_peak_flops"]
+        for row in rows:
+            rate = row["flops"] / row["seconds"]
+            lines.append(f"| {row['product']} | {1e3 * row['seconds']:.3f} | {rate / 1e9:.0f} | {100 * rate / peak:.0f}% |")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 BAR = {"notes": 1.5, "zaremba_small": 1.5, "zaremba_medium": 1.2, "long": 1.0}  # issue 7: default / fastest peer
@@ -581,7 +653,7 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_lm.json").write_text(json.dumps(report, indent=2))
     (out / "bench_lm.md").write_text(f"Machine: {report['machine']}\n\n" + summary_table(report) + "\n\n"
-                                     + markdown_table(report) + "\n")
+                                     + markdown_table(report) + "\n" + product_table(report))
     groups = sorted({(r["config"], r["cell"], r["workload"]) for r in report["results"]})
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups)), constrained_layout=True, squeeze=False)
     for ax, (name, cell, kind) in zip(axes[:, 0], groups):

@@ -151,3 +151,17 @@ def test_products_only_does_the_workloads_flops_and_the_native_calls_compute_the
     native_step, native_operands = bench_lm.products_only(w, cell, train)
     for mine, reference in zip(native_step(native_operands), step(operands), strict=True):
         assert abs(float(mine) - float(reference)) <= 1e-4 * (1 + abs(float(reference)))
+
+
+def test_chain_products_keeps_every_repeat_of_a_product():
+    """XLA merges repeats of one product behind an `optimization_barrier` into one; the chain's data dependence
+    keeps all of them (XLA's own FLOP count of the compiled call)."""
+    w = bench_lm.Workload("t", vocab=64, hidden=32, layers=1, steps=4, batch=5, bias=True, embed=16)
+    operands, products = bench_lm.step_products(w, "gru", True, native=False)
+
+    def flops(repeats):
+        call = jax.jit(lambda o: bench_lm.chain_products(products[:1], o, repeats))
+        counted = call.lower(operands).compile().cost_analysis()
+        return (counted[0] if isinstance(counted, list) else counted)["flops"]
+
+    assert 3.9 * flops(1) <= flops(4) <= 4.2 * flops(1)
