@@ -137,6 +137,12 @@ def test_jax_rnn_peer_model_trains_with_a_reference_lstm(train, bias):
         assert losses[-1] == losses[0]
 
 
+def _xla_flops(jitted, *args) -> float:
+    """XLA's FLOP count of the compiled call (its cost analysis)."""
+    counted = jitted.lower(*args).compile().cost_analysis()
+    return (counted[0] if isinstance(counted, list) else counted)["flops"]
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("train", [True, False])
 def test_products_only_does_the_workloads_flops_and_the_native_calls_compute_the_same(cell, train):
@@ -144,10 +150,8 @@ def test_products_only_does_the_workloads_flops_and_the_native_calls_compute_the
     two layers (the second layer's input is H wide); the softmax's elementwise work is the little above it."""
     w = bench_lm.Workload("t", vocab=64, hidden=32, layers=2, steps=4, batch=5, bias=True, embed=16)
     step, operands = bench_lm.products_only(w, cell, train, native=False)
-    counted = step.lower(operands).compile().cost_analysis()
-    counted = counted[0] if isinstance(counted, list) else counted
     expected = w.flops_per_token(cell, train) * w.batch * w.steps
-    assert expected <= counted["flops"] <= 1.05 * expected
+    assert expected <= _xla_flops(step, operands) <= 1.05 * expected
     native_step, native_operands = bench_lm.products_only(w, cell, train)
     for mine, reference in zip(native_step(native_operands), step(operands), strict=True):
         assert abs(float(mine) - float(reference)) <= 1e-4 * (1 + abs(float(reference)))
@@ -160,8 +164,6 @@ def test_chain_products_keeps_every_repeat_of_a_product():
     operands, products = bench_lm.step_products(w, "gru", True, native=False)
 
     def flops(repeats):
-        call = jax.jit(lambda o: bench_lm.chain_products(products[:1], o, repeats))
-        counted = call.lower(operands).compile().cost_analysis()
-        return (counted[0] if isinstance(counted, list) else counted)["flops"]
+        return _xla_flops(jax.jit(lambda o: bench_lm.chain_products(products[:1], o, repeats)), operands)
 
     assert 3.9 * flops(1) <= flops(4) <= 4.2 * flops(1)
