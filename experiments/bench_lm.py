@@ -17,6 +17,7 @@ Source:   issue 7's workloads; every implementation runs in this process, measur
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import pathlib
@@ -33,6 +34,7 @@ import optax
 
 from rnn_jax.cli import parse_config
 from rnn_jax.hostmem import reuse_freed_memory
+from rnn_jax.cells import get_cell, init_options
 from rnn_jax.lm import LanguageModel, LMConfig
 from rnn_jax.training import (OptimConfig, TrainState, make_eval_step, make_optimizer, make_train_step,
                               sparse_embedding_pays)
@@ -71,10 +73,21 @@ class Workload:
     embed: int
 
     def flops_per_token(self, cell: str, train: bool) -> float:
-        gates = 4 if cell == "lstm" else 3
-        inputs = self.embed + (self.layers - 1) * self.hidden  # each layer's input: the embedding, then h below
-        forward = 2 * gates * self.hidden * (inputs + self.layers * self.hidden) + 2 * self.vocab * self.hidden
-        return forward * (3 if train else 1)
+        """2 FLOPs per weight of the layers' matrix products and the output layer, per token (x3 to train).
+
+        A layer's product weights are its parameter leaves of rank 2 or more, read from the cell's own `init`, so
+        every registered cell is counted (for the LSTM: 4H(E + H) per layer)."""
+        layer = get_cell(cell)
+        inputs = [self.embed] + [self.hidden] * (self.layers - 1)
+        options = init_options(layer, {"use_bias": False}, defaults={"use_bias": False})  # biases are no product
+        weights = sum(leaf.size for e in inputs for leaf in jax.tree.leaves(
+            jax.eval_shape(lambda e=e: layer.init(jax.random.PRNGKey(0), e, self.hidden, **options)))
+            if leaf.ndim >= 2)
+        return (2 * weights + 2 * self.vocab * self.hidden) * (3 if train else 1)
+
+
+PEER_CELLS = {"torch": ("lstm", "gru"), "torch_cuda": ("lstm", "gru"), "flax": ("lstm", "gru"), "jax_rnn": ("lstm",)}
+"""The cells each peer library has; any other cell is reported as "no peer"."""
 
 
 PEERS = ("torch", "flax", "torch_cuda", "jax_rnn")
@@ -143,13 +156,18 @@ def tokens(w: Workload, seed: int = 0):
 # -------------------------------------------------------------------------------------- implementations
 
 
+def takes_reset_after(cell: str) -> bool:
+    """Whether the cell has the cuDNN/PyTorch reset-after form (the peers' GRU), which the benchmark then uses."""
+    return "reset_after" in inspect.signature(get_cell(cell).init).parameters
+
+
 def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str) -> Built:
     runner, unroll = {"fused": ("fused", 1), "fused_xla": ("fused_xla", 1), "hoisted": ("hoisted", 1),
                       "scan_unroll1": ("scan", 1), "scan_unroll4": ("scan", 4), "scan_unrollT": ("scan", w.steps),
                       "unrolled": ("unrolled", 1)}[variant]
     model = LanguageModel(LMConfig(vocab_size=w.vocab, embed_size=w.embed, hidden_size=w.hidden, num_layers=w.layers,
                                    cell=cell, use_bias=w.bias, output_bias=w.bias, runner=runner, unroll=unroll,
-                                   gru_reset_after=True))
+                                   gru_reset_after=takes_reset_after(cell)))
     params = model.init(jax.random.PRNGKey(0))
     inputs, targets = (jnp.asarray(a) for a in tokens(w))
     native = variant != "fused_xla"  # fused_xla: the default step with every native kernel off
@@ -446,6 +464,8 @@ def torch_cpu_peak_bytes(call: Callable[[], Any]) -> int:
 
 
 def build(name: str, w: Workload, cell: str, train: bool) -> Built:
+    if name in PEER_CELLS and cell not in PEER_CELLS[name]:
+        raise PeerUnavailable(f"no peer: {name} has no {cell} cell")
     if name == "torch":
         return torch_step(w, cell, train)
     if name == "torch_cuda":

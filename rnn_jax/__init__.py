@@ -10,11 +10,11 @@ A cell is three pure functions over NamedTuple pytrees (the lecture notes' notat
 
 from rnn_jax import initializers
 from rnn_jax._checks import DTypeError, ShapeError
-from rnn_jax.cells import (CELLS, HiddenState, LSTMPCell, cifg, elman, get_cell, gru, ln_gru, ln_lstm, lstm, mgu,
-                           output_size, peephole)
+from rnn_jax.cells import (CELLS, HiddenState, LSTMPCell, cifg, elman, get_cell, gru, indrnn, ln_gru, ln_lstm, lstm,
+                           mgu, output_size, param_dtype, peephole, register_cell)
 from rnn_jax.counting import count_params, param_breakdown
 from rnn_jax.fused import fused_scan
-from rnn_jax.runners import get_runner, hoisted_scan, scan, unrolled
+from rnn_jax.runners import get_runner, hoisted_scan, run_sequence, scan, unrolled
 from rnn_jax.stack import Stacked, run_layers
 
 __version__ = "0.1.0"
@@ -39,6 +39,10 @@ __all__ = [
     "get_runner",
     "gru",
     "hoisted_scan",
+    "indrnn",
+    "param_dtype",
+    "register_cell",
+    "run_sequence",
     "initializers",
     "lstm",
     "param_breakdown",

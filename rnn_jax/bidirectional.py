@@ -77,7 +77,7 @@ class Bidirectional:
         if not isinstance(params, BidirectionalParams) or not isinstance(carry, BidirectionalParams):
             raise TypeError("Bidirectional needs BidirectionalParams for params and carry (from init/initial_state); "
                             f"got {type(params).__name__} and {type(carry).__name__}")
-        run = runners.get_runner(self.runner if hasattr(self.cell, "project_inputs") else "scan")
+        run = runners.get_runner(self.runner)
         final_f, hs_f = run(self.cell, params.forward, carry.forward, xs, **scan_kwargs)
         final_b, hs_b = run(self.cell, params.backward, carry.backward, xs, reverse=True, **scan_kwargs)
         merge = MERGES[self.merge] if isinstance(self.merge, str) else self.merge

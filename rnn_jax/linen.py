@@ -33,6 +33,7 @@ from flax import linen as nn
 
 from rnn_jax import carry as carry_lib
 from rnn_jax import runners
+from rnn_jax.cells.base import param_dtype
 from rnn_jax.bidirectional import Bidirectional as CoreBidirectional
 from rnn_jax.cells import get_cell
 from rnn_jax.stack import Stacked, run_layers
@@ -99,12 +100,12 @@ class RNN(_SequenceOptions):
         reset_carry = None
         if self.learnable_initial_state:
             learned = self.param("initial_state", lambda key: carry_lib.learnable_state(cell, self.hidden_size,
-                                                                                       params.W.dtype))
+                                                                                       param_dtype(params)))
             reset_carry = carry_lib.broadcast_state(learned, batch_shape)
         if carry is None:
             carry = reset_carry if reset_carry is not None else cell.initial_state(self.hidden_size, batch_shape,
-                                                                                   params.W.dtype)
-        run = runners.get_runner(self.runner if hasattr(cell, "project_inputs") else "scan")
+                                                                                   param_dtype(params))
+        run = runners.get_runner(self.runner)
         return run(cell, params, carry, xs, reverse=self.reverse, reset_carry=reset_carry,
                    **self._scan_kwargs(seq_lengths, mask, resets))
 
@@ -123,7 +124,7 @@ class StackedRNN(_SequenceOptions):
         params = self.param("layers", lambda key: stack.init(key, xs.shape[-1], self.hidden_size,
                                                              **(self.init_options or {})))
         if carry is None:
-            carry = stack.initial_state(self.hidden_size, _batch_shape(xs, self.time_major), params[0].W.dtype)
+            carry = stack.initial_state(self.hidden_size, _batch_shape(xs, self.time_major), param_dtype(params))
         return run_layers(stack.cell, params, carry, xs, runner=self.runner,
                           **self._scan_kwargs(seq_lengths, mask, resets))
 
@@ -142,7 +143,7 @@ class Bidirectional(_SequenceOptions):
         params = self.param("directions", lambda key: bi.init(key, xs.shape[-1], self.hidden_size,
                                                               **(self.init_options or {})))
         if carry is None:
-            carry = bi.initial_state(self.hidden_size, _batch_shape(xs, self.time_major), params.forward.W.dtype)
+            carry = bi.initial_state(self.hidden_size, _batch_shape(xs, self.time_major), param_dtype(params))
         return bi(params, carry, xs, **self._scan_kwargs(seq_lengths, mask, resets))
 
     def initial_state(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):

@@ -27,10 +27,11 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from rnn_jax import _checks, kernels, parallel
+from rnn_jax import _checks, cells
 from rnn_jax.cells import get_cell, output_size
+from rnn_jax.output import (REDUCTIONS, OutputParams, output_logits, output_nll, reduce_nll,  # noqa: F401
+                            sequence_loss)
 from rnn_jax.stack import Stacked, run_layers
 
 
@@ -43,16 +44,16 @@ class LMConfig:
         embed_size: E.
         hidden_size: H.
         num_layers: L.
-        cell: a name from `rnn_jax.CELLS` ("lstm", "gru", "elman", "peephole_lstm", "ln_lstm", "ln_gru",
-            "cifg", "mgu") or "lstmp" (with proj_size).
+        cell: a registered cell name (`rnn_jax.cells.names()`: "lstm", "gru", "elman", "indrnn", ...; "lstmp"
+            with proj_size) or an import path "package.module:attribute" to a cell in the user's own code.
         proj_size: P for cell="lstmp" (the output layer then reads P features).
         use_bias: biases b_* in the recurrent cells.
         output_bias: the bias c of the output layer.
         tie_weights: share the embedding table with the output weights V (needs E == H).
         initializer: "uniform" (every parameter from uniform(±init_scale), Zaremba), "pytorch" or "orthogonal".
         init_scale: s for initializer="uniform".
-        forget_bias: added to the LSTM forget-gate bias at init.
-        gru_reset_after: GRU in the cuDNN/PyTorch form instead of the notes' form.
+        forget_bias: added to the forget-gate bias at init (cells whose init takes `forget_bias`).
+        gru_reset_after: the cuDNN/PyTorch reset-after form (cells whose init takes `reset_after`, e.g. the GRU).
         dropout: rate on the non-recurrent connections (0 disables).
         same_mask_over_time: reuse one dropout mask at every time step.
         runner: "fused" (the fast path, `rnn_jax.fused_scan`), "hoisted" (input products before the loop), "scan"
@@ -93,13 +94,6 @@ class LMConfig:
             raise ValueError("initializer='uniform' needs init_scale")
 
 
-class OutputParams(NamedTuple):
-    """Output layer softmax(V h + c): V (vocab, H) (None when tied to the embedding), c (vocab,) or None."""
-
-    V: Optional[jax.Array]
-    c: Optional[jax.Array]
-
-
 class LMParams(NamedTuple):
     """Language-model parameters: embedding (vocab, E), per-layer cell parameters, output layer."""
 
@@ -108,17 +102,19 @@ class LMParams(NamedTuple):
     output: OutputParams
 
 
-def _cell_options(config: LMConfig) -> dict[str, Any]:
-    options: dict[str, Any] = {
+_CELL_OPTION_DEFAULTS = {"forget_bias": 0.0, "reset_after": False}
+
+
+def _cell_options(config: LMConfig, cell: Any) -> dict[str, Any]:
+    """The config's options for the cell's `init`; the registry keeps those the cell takes (`cells.init_options`)."""
+    offered: dict[str, Any] = {
         "use_bias": config.use_bias,
         "initializer": config.initializer,
         "init_scale": config.init_scale if config.initializer == "uniform" else None,
+        "forget_bias": config.forget_bias,
+        "reset_after": config.gru_reset_after,
     }
-    if config.cell in ("lstm", "peephole_lstm", "ln_lstm", "lstmp"):
-        options["forget_bias"] = config.forget_bias
-    if config.cell == "gru":
-        options["reset_after"] = config.gru_reset_after
-    return options
+    return cells.init_options(cell, offered, defaults=_CELL_OPTION_DEFAULTS)
 
 
 def _outer_inits(config: LMConfig):
@@ -152,7 +148,7 @@ class LanguageModel:
         cfg = self.config
         k_emb, k_rnn, k_out, k_bias = jax.random.split(key, 4)
         emb_init, out_init, bias_init = _outer_inits(cfg)
-        options = _cell_options(cfg) if self.cell is None else {"use_bias": cfg.use_bias}
+        options = _cell_options(cfg, self.layer_cell) if self.cell is None else {"use_bias": cfg.use_bias}
         rnn = self.stack.init(k_rnn, cfg.embed_size, cfg.hidden_size, dtype=dtype, **options)
         features = output_size(self.layer_cell, cfg.hidden_size)
         V = None if cfg.tie_weights else out_init(k_out, (cfg.vocab_size, features)).astype(dtype)
@@ -233,8 +229,7 @@ class LanguageModel:
         keys = iter(jax.random.split(key, cfg.num_layers + 1)) if dropout_on else None
         drop = ((lambda x: dropout(next(keys), x, cfg.dropout, cfg.same_mask_over_time, time_major)) if dropout_on
                 else (lambda x: x))
-        runner = cfg.runner if (cfg.runner != "hoisted" or hasattr(self.layer_cell, "project_inputs")) else "scan"
-        carry, hs = run_layers(self.layer_cell, params.rnn, carry, drop(xs), runner=runner, unroll=cfg.unroll,
+        carry, hs = run_layers(self.layer_cell, params.rnn, carry, drop(xs), runner=cfg.runner, unroll=cfg.unroll,
                                time_major=time_major, between_layers=lambda _, h: drop(h))
         return drop(hs), carry
 
@@ -260,92 +255,6 @@ def dropout(key: jax.Array, x: jax.Array, rate: float, same_mask_over_time: bool
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
-def output_logits(params: LMParams, hs: jax.Array) -> jax.Array:
-    """V h + c for hs of shape (..., H) -> (..., vocab); uses the embedding table when weights are tied."""
-    V = params.embedding if params.output.V is None else params.output.V
-    logits = hs @ V.T
-    return logits if params.output.c is None else logits + params.output.c
-
-
-def output_nll(params: LMParams, hs: jax.Array, targets: jax.Array, *, native: bool = True) -> jax.Array:
-    """Per-token cross-entropy of the output layer: -log softmax(V h + c)[target], without returning logits.
-
-    Equals `optax.softmax_cross_entropy_with_integer_labels(output_logits(params, hs), targets)` (tested to
-    float32 rounding, values and gradients). For float32 on the CPU it computes the product h V^T in XLA and the
-    bias, log-normaliser and loss in one native pass per row (`rnn_jax.kernels.softmax_xent_forward`). Under
-    differentiation on one device the forward is one native call for the logits, the loss and its gradient
-    (`rnn_jax.kernels.output_layer_forward`, the gradient in row panels) and the backward pass one more for dh, dV
-    and dc (`rnn_jax.kernels.output_layer_backward`); under a mesh of several devices the row-wise kernel writes
-    the gradient (`rnn_jax.kernels.softmax_xent_value_and_grad`) and XLA multiplies, each device on its own rows.
-    XLA's own form makes about eight passes over the (tokens x vocab) logits.
-
-    Args:
-        params: `LMParams` (its embedding is V when the weights are tied).
-        hs: (..., H) output-layer inputs, e.g. (B, T, H) from `LanguageModel.hidden_states`.
-        targets: (...) int next-token ids in [0, vocab); an id outside gives a NaN loss.
-        native: use the native kernel where it can run; False always takes XLA's form.
-
-    Returns:
-        (...) float32 negative log-likelihoods in nats.
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from rnn_jax.lm import LMConfig, LanguageModel, output_nll
-        >>> model = LanguageModel(LMConfig(vocab_size=100, embed_size=10, hidden_size=20))
-        >>> params = model.init(jax.random.key(0))
-        >>> hs, _ = model.hidden_states(params, model.initial_state(4), jnp.zeros((4, 7), jnp.int32))
-        >>> output_nll(params, hs, jnp.ones((4, 7), jnp.int32)).shape
-        (4, 7)
-    """
-    V = params.embedding if params.output.V is None else params.output.V
-    c = params.output.c
-    _checks.check_integer("output_nll targets", targets, "Pass next-token ids, e.g. tokens[:, 1:].")
-    if hs.shape[-1] != V.shape[-1] or targets.shape != hs.shape[:-1]:
-        raise _checks.ShapeError(f"output_nll: hs (..., H) must match V {tuple(V.shape)} in H and targets in (...); "
-                                 f"got hs {tuple(hs.shape)}, targets {tuple(targets.shape)}")
-    dtypes = {hs.dtype, V.dtype} | ({c.dtype} if c is not None else set())
-    if not (native and dtypes == {jnp.dtype(jnp.float32)} and kernels.available(jnp.float32)):
-        return optax.softmax_cross_entropy_with_integer_labels(output_logits(params, hs).astype(jnp.float32), targets)
-    # Three dimensions, the leading ones never merged: rows sharded over devices along either of them (batch-major
-    # or time-major features) stay where they are, each device taking its own rows (see rnn_jax.parallel).
-    rows = hs.reshape((-1,) + hs.shape[-2:]) if hs.ndim >= 2 else hs[None, None]
-    bias = jnp.zeros(V.shape[:1], jnp.float32) if c is None else c
-    nll = _native_nll(rows, V, bias, targets.reshape(rows.shape[:-1]).astype(jnp.int32))
-    return nll.reshape(targets.shape)
-
-
-@jax.custom_vjp
-def _native_nll(rows, V, bias, targets):
-    return kernels.softmax_xent_forward(rows @ V.T, bias, targets)[1]
-
-
-def _native_nll_forward(rows, V, bias, targets):
-    if parallel.several_devices():
-        nll, d_unit = kernels.softmax_xent_value_and_grad(rows @ V.T, bias, targets)
-        return nll, (rows, V, targets, d_unit)
-    # One device: the gradient in row panels, for the native backward pass over all (A x R) rows at once.
-    flat = rows.reshape(-1, rows.shape[-1])
-    nll, d_panels = kernels.output_layer_forward(flat, V, bias, targets.reshape(-1))
-    return nll.reshape(targets.shape), (rows, V, targets, d_panels)
-
-
-def _native_nll_backward(residuals, d_nll):
-    # d_logits = d_nll[..., None] * d_unit, with the row scale moved onto the (A, R, H) operands and results: the
-    # logits' gradient is read only by the products, never rewritten (the whole train step measured 1-3% faster at
-    # zaremba_small than a backward kernel pass over it).
-    rows, V, targets, d_unit = residuals
-    zero_targets = np.zeros(targets.shape, jax.dtypes.float0)
-    if d_unit.ndim == 2:  # row panels (one device): dh, dV and dc in one native call, 1.2-1.3x XLA's three products
-        d_rows, dV, dc = kernels.output_layer_backward(d_unit, rows.reshape(-1, rows.shape[-1]), d_nll.reshape(-1), V)
-        return d_rows.reshape(rows.shape), dV, dc, zero_targets
-    scale = d_nll[..., None]
-    return (scale * (d_unit @ V), parallel.rows_product(d_unit, scale * rows), parallel.rows_product(d_nll, d_unit),
-            zero_targets)
-
-
-_native_nll.defvjp(_native_nll_forward, _native_nll_backward)
-
-
 def check_tokens(tokens: Any, vocab_size: int) -> None:
     """Raises a clear error for non-integer, wrongly ranked or (when concrete) out-of-range token ids."""
     _checks.check_integer("tokens", tokens, "Token ids must be ints of shape (B, T); float inputs go to a cell directly.")
@@ -354,43 +263,3 @@ def check_tokens(tokens: Any, vocab_size: int) -> None:
                                  "Add a batch axis with tokens[None] for a single sequence.")
     _checks.check_in_range("token ids", tokens, 0, vocab_size - 1,
                            f"The vocabulary has {vocab_size} entries; encode the text with the run's vocabulary.")
-
-
-REDUCTIONS = ("token_mean", "sum_time_mean_batch", "sum")
-
-
-def sequence_loss(logits: jax.Array, targets: jax.Array, reduction: str = "token_mean") -> jax.Array:
-    """Cross-entropy of next-token predictions.
-
-    Args:
-        logits: (B, T, vocab).
-        targets: (B, T) int.
-        reduction: "token_mean" (mean over B and T), "sum_time_mean_batch" (the papers' loss: sum over time of
-            the batch mean = T x token_mean; needed to reproduce their learning rates), or "sum".
-
-    Returns:
-        Scalar loss (float32).
-    """
-    return reduce_nll(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets), reduction)
-
-
-def reduce_nll(nll: jax.Array, reduction: str = "token_mean") -> jax.Array:
-    """Reduces per-token NLL (B, T) to the scalar loss of `sequence_loss` (same `reduction` names)."""
-    if reduction == "token_mean":
-        return nll.mean()
-    if reduction == "sum_time_mean_batch":
-        return nll.mean(axis=0).sum()
-    if reduction == "sum":
-        return nll.sum()
-    raise ValueError(f"unknown loss reduction {reduction!r}; expected one of {REDUCTIONS}")
-
-
-def init(key: jax.Array, config: LMConfig, dtype=jnp.float32) -> LMParams:
-    """`LanguageModel(config).init(key)`."""
-    return LanguageModel(config).init(key, dtype)
-
-
-def apply(params: LMParams, carry: tuple, tokens: jax.Array, *, config: LMConfig, key: jax.Array | None = None,
-          train: bool = False) -> tuple[jax.Array, tuple]:
-    """`LanguageModel(config).apply(params, carry, tokens, key=key, train=train)`."""
-    return LanguageModel(config).apply(params, carry, tokens, key=key, train=train)

@@ -32,6 +32,7 @@ from flax import nnx
 
 from rnn_jax import carry as carry_lib
 from rnn_jax import runners
+from rnn_jax.cells.base import param_dtype
 from rnn_jax.bidirectional import Bidirectional as CoreBidirectional
 from rnn_jax.linen import resolve_cell
 from rnn_jax.stack import Stacked, run_layers
@@ -86,7 +87,7 @@ class RNN(_Sequence):
         self.core = resolve_cell(cell)
         self.hidden_size, self.reverse = hidden_size, reverse
         self.cell = _param_tree(self.core.init(rngs.params(), input_size, hidden_size, **(init_options or {})))
-        self.initial = (_param_tree(carry_lib.learnable_state(self.core, hidden_size, params_of(self.cell).W.dtype))
+        self.initial = (_param_tree(carry_lib.learnable_state(self.core, hidden_size, param_dtype(params_of(self.cell))))
                         if learnable_initial_state else None)
 
     def __call__(self, xs, carry=None, *, seq_lengths=None, mask=None, resets=None):
@@ -94,8 +95,8 @@ class RNN(_Sequence):
         batch_shape = self._batch_shape(xs)
         reset_carry = None if self.initial is None else carry_lib.broadcast_state(params_of(self.initial), batch_shape)
         if carry is None:
-            carry = reset_carry if reset_carry is not None else self.initial_state(batch_shape, params.W.dtype)
-        run = runners.get_runner(self.runner if hasattr(self.core, "project_inputs") else "scan")
+            carry = reset_carry if reset_carry is not None else self.initial_state(batch_shape, param_dtype(params))
+        run = runners.get_runner(self.runner)
         return run(self.core, params, carry, xs, reverse=self.reverse, reset_carry=reset_carry,
                    **self._scan_kwargs(seq_lengths, mask, resets))
 
@@ -117,7 +118,7 @@ class StackedRNN(_Sequence):
     def __call__(self, xs, carry=None, *, seq_lengths=None, mask=None, resets=None):
         params = params_of(self.layers)
         if carry is None:
-            carry = self.initial_state(self._batch_shape(xs), params[0].W.dtype)
+            carry = self.initial_state(self._batch_shape(xs), param_dtype(params))
         return run_layers(self.stack.cell, params, carry, xs, runner=self.runner,
                           **self._scan_kwargs(seq_lengths, mask, resets))
 
@@ -139,7 +140,7 @@ class Bidirectional(_Sequence):
     def __call__(self, xs, carry=None, *, seq_lengths=None, mask=None, resets=None):
         params = params_of(self.directions)
         if carry is None:
-            carry = self.initial_state(self._batch_shape(xs), params.forward.W.dtype)
+            carry = self.initial_state(self._batch_shape(xs), param_dtype(params))
         return self.bi(params, carry, xs, **self._scan_kwargs(seq_lengths, mask, resets))
 
     def initial_state(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import runners
-from rnn_jax.cells._common import output_size
+from rnn_jax.cells.base import can_hoist, output_size
 
 
 def _is_layer_sequence(tree) -> bool:
@@ -86,12 +86,27 @@ class Stacked:
             new_carry.append(layer_carry)
         return tuple(new_carry), x
 
-    def project_inputs(self, params: tuple, x: jax.Array) -> jax.Array:
+    @property
+    def project_inputs(self):
+        """The first layer's input products (the only ones that do not depend on the recurrence); present only
+        when the layers' cell has the hoisting hooks."""
+        if not can_hoist(self.cell):
+            raise AttributeError(f"{self.cell!r} has no hoisting hooks, so neither has its stack")
+        return self._project_inputs
+
+    @property
+    def step_projected(self):
+        """Like `step`, with the first layer's input products precomputed (when the cell can hoist)."""
+        if not can_hoist(self.cell):
+            raise AttributeError(f"{self.cell!r} has no hoisting hooks, so neither has its stack")
+        return self._step_projected
+
+    def _project_inputs(self, params: tuple, x: jax.Array) -> jax.Array:
         """The first layer's input products (the only ones that do not depend on the recurrence)."""
         _check_layers("params", params, self.num_layers)
         return self.cell.project_inputs(params[0], x)
 
-    def step_projected(self, params: tuple, carry: tuple, projected: jax.Array):
+    def _step_projected(self, params: tuple, carry: tuple, projected: jax.Array):
         """Like `step`, with the first layer's input products precomputed."""
         _check_layers("params", params, self.num_layers)
         _check_layers("carry", carry, self.num_layers)

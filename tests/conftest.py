@@ -8,6 +8,7 @@ import jax
 import pytest
 
 from rnn_jax import LSTMPCell, cifg, elman, gru, ln_gru, ln_lstm, lstm, mgu, peephole
+from rnn_jax.cells import indrnn
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
@@ -24,6 +25,7 @@ CELL_CASES = [
     pytest.param(ln_gru, {}, id="ln_gru"),
     pytest.param(cifg, {}, id="cifg"),
     pytest.param(mgu, {}, id="mgu"),
+    pytest.param(indrnn, {}, id="indrnn"),
 ]
 
 

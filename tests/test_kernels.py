@@ -236,7 +236,7 @@ def test_a_failing_compiler_is_reported(tmp_path):
     false = shutil.which("false")
     if false is None:
         pytest.skip("no `false` command to stand in for a broken compiler")
-    with pytest.raises(RuntimeError, match="compiling rnn_cpu.cc"):
+    with pytest.raises(RuntimeError, match="compiling recurrent.cc, xent.cc"):
         kernels.build(compiler=false, out_dir=tmp_path)
     assert not list(tmp_path.glob("*.so"))  # nothing half-written is left to be loaded later
 
@@ -452,3 +452,43 @@ def test_empty_sequences_pass_the_final_cotangents_through():
     W_gru = W[:60]
     _, _, d_h0 = kernels.gru_backward(W_gru, acts, empty, h0, empty, d_h_final)
     np.testing.assert_array_equal(d_h0, d_h_final)
+
+
+@needs_kernel
+@pytest.mark.parametrize("classes", [20, 33])
+def test_xent_rows_with_a_partial_last_vector_are_finite_and_exact(classes):
+    # The tail lanes past K are filled with -inf; exp must give 0 there on every instruction set.
+    logits = jax.random.normal(jax.random.key(1), (3, classes))
+    targets = jnp.array([0, classes - 1, 5])
+    _, nll = kernels.softmax_xent_forward(logits, jnp.zeros(classes), targets)
+    want = jax.nn.logsumexp(logits, -1) - logits[jnp.arange(3), targets]
+    np.testing.assert_allclose(nll, want, rtol=1e-5)
+
+
+def test_the_native_policy(monkeypatch):
+    from rnn_jax.kernels import _build, policy
+
+    monkeypatch.setenv("RNN_JAX_NATIVE", "off")
+    assert policy.mode() == "off" and not kernels.available()
+    with kernels.native_mode("auto"):
+        assert policy.mode() == "auto"
+    monkeypatch.setenv("RNN_JAX_NATIVE", "sometimes")
+    with pytest.raises(ValueError, match="RNN_JAX_NATIVE"):
+        policy.mode()
+    with pytest.raises(ValueError, match="native mode must be one of"):
+        with kernels.native_mode("never"):
+            pass
+    monkeypatch.setenv("RNN_JAX_NATIVE", "require")
+    monkeypatch.setattr(_build, "loaded", lambda: False)
+    monkeypatch.setitem(_build._failure, "error", "RuntimeError: no C++ compiler found")
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler found"):
+        kernels.available(jnp.float32)
+    assert not kernels.available(jnp.float32, native=False)
+
+
+def test_kernels_info_command_runs():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "rnn_jax.kernels", "info"], capture_output=True, text=True)
+    assert "mode:" in result.stdout and "cache:" in result.stdout and "status:" in result.stdout

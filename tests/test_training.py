@@ -199,7 +199,7 @@ def test_sparse_embedding_pays_only_where_exact_and_cheaper():
 
 
 def test_train_takes_the_sparse_embedding_step_where_it_pays_with_the_same_results(text_file, tmp_path, monkeypatch):
-    from rnn_jax import training
+    from rnn_jax.train import loop as training
     config = small_config(text_file, optim=OptimConfig(name="sgd", learning_rate=0.5, clip_norm=0.1), batch_size=2,
                           num_steps=4, epochs=2, max_windows_per_epoch=8, checkpoint_every=0, sample_length=0)
     used, build = [], training.make_train_step

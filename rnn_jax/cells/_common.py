@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from rnn_jax import _checks
 from rnn_jax import initializers as inits
+from rnn_jax.cells.base import output_size, param_dtype  # noqa: F401  (output_size: re-exported)
 
 
 class HiddenState(NamedTuple):
@@ -78,7 +79,7 @@ def check_state(cell: str, field: str, value, batch_shape: tuple, H: int, dtype:
     )
     _checks.check_same_dtype(
         f"{cell} carry.{field}", value, dtype,
-        "Create the carry with initial_state(H, batch_shape, dtype=params.W.dtype).",
+        "Create the carry with initial_state(H, batch_shape, dtype) in the parameters' dtype.",
     )
 
 
@@ -105,12 +106,6 @@ def recurrent(W, h):
     return jnp.einsum("...k,ghk->...gh", h, W)
 
 
-def output_size(cell, hidden_size: int) -> int:
-    """Size of a cell's output h (its `output_size(H)` if it has one, e.g. LSTMP's projection; else H)."""
-    size = getattr(cell, "output_size", None)
-    return size(hidden_size) if callable(size) else hidden_size
-
-
 def check_carry(cell: str, carry, carry_type: type, sizes: dict[str, int], batch_shape: tuple, dtype) -> None:
     """Checks a carry's type and each field's shape (*batch, size) and dtype."""
     if not isinstance(carry, carry_type):
@@ -119,37 +114,6 @@ def check_carry(cell: str, carry, carry_type: type, sizes: dict[str, int], batch
                         f"Create it with the cell's initial_state(H, batch_shape).")
     for field, size in sizes.items():
         check_state(cell, field, getattr(carry, field), batch_shape, size, dtype)
-
-
-class FusedSpec(NamedTuple):
-    """How a cell splits into matrix products and elementwise math, for `rnn_jax.fused_scan`.
-
-    For parameters with stacked U (G, H, E), W (G, H, H_in) and b (G, H) or None (G = `num_gates`, or no gate
-    axis when it is None), a step is `projected = U x + b`, `rec = W h_prev` (matrix products the runner does),
-    followed by `forward`, which is elementwise given both. `backward` is the hand-derived derivative of
-    `forward`; the runner adds the products' parts and computes the weight gradients as one product each after
-    the loop. `forward` is the same function the cell's `step` uses, so both paths share one source of math.
-
-    Attributes:
-        supports: `f(params) -> bool`, whether these parameters have this structure (e.g. only the GRU's
-            reset-after form does).
-        num_gates: G, or None for a cell without a gate axis (Elman).
-        elementwise_params: `f(params) -> pytree` of the parameters `forward` reads besides the products (or None).
-        forward: `f(elementwise, carry_prev, projected, rec) -> (carry, h, residuals)`; projected and rec have
-            the gate shape (*batch, G, H).
-        backward: `f(elementwise, carry_prev, residuals, d_carry, d_h) -> (d_elementwise, d_carry_prev, d_projected,
-            d_rec)`; d_carry_prev's h may be None (h_prev reaches the step only through rec). Returning the same
-            array for d_projected and d_rec tells the runner they are equal (stored once).
-        native: the name of a native loop kernel in `rnn_jax.kernels` computing the same forward and backward
-            ("lstm", "gru"), or None. It restates `forward`/`backward` in C++; tests hold the two equal.
-    """
-
-    supports: Any
-    num_gates: Any
-    elementwise_params: Any
-    forward: Any
-    backward: Any
-    native: Any = None
 
 
 class CellFunctions(NamedTuple):
@@ -185,7 +149,7 @@ def cell_functions(*, name: str, module: str, params_types, carry_type: type, pr
     def project_inputs(params, x):
         E, _ = checked(params, "project_inputs")
         check_input(name, x, E)
-        return input_projection(params, x.astype(params.W.dtype))
+        return input_projection(params, x.astype(param_dtype(params)))
 
     def step_projected(params, carry, projected):
         checked(params, "step_projected")
@@ -193,14 +157,14 @@ def cell_functions(*, name: str, module: str, params_types, carry_type: type, pr
         symbolic = "(*batch, " + ", ".join(map(str, tail)) + ")"
         check_projected(name, projected, tail, symbolic)
         check_carry(name, carry, carry_type, carry_sizes(params), tuple(projected.shape[: projected.ndim - len(tail)]),
-                    params.W.dtype)
+                    param_dtype(params))
         return update(params, carry, projected)
 
     def step(params, carry, x):
         E, _ = checked(params, "step")
         check_input(name, x, E)
-        check_carry(name, carry, carry_type, carry_sizes(params), tuple(x.shape[:-1]), params.W.dtype)
-        return update(params, carry, input_projection(params, x.astype(params.W.dtype)))
+        check_carry(name, carry, carry_type, carry_sizes(params), tuple(x.shape[:-1]), param_dtype(params))
+        return update(params, carry, input_projection(params, x.astype(param_dtype(params))))
 
     project_inputs.__doc__ = (f"Input products U x + b of the {name} for all gates at once: (*lead, E) -> "
                               f"(*lead, *gate_shape); `lead` may hold a time axis (the hoisted fast path).")

@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells import _common
+from rnn_jax.cells import _common, base
 from rnn_jax.cells._common import HiddenState
 from rnn_jax.initializers import InitScheme
 
@@ -72,9 +72,8 @@ def _cell_update(params: ElmanParams, carry: HiddenState, projected: jax.Array) 
     return new_carry, h
 
 
-fused = _common.FusedSpec(supports=lambda params: isinstance(params, ElmanParams),
-                          num_gates=None, elementwise_params=lambda params: None,
-                          forward=_forward, backward=_backward)
+fused = base.FusedSpec(supports=lambda params: isinstance(params, ElmanParams), operands=base.stacked_operands,
+                       num_gates=None, forward=_forward, backward=_backward)
 
 
 project_inputs, step_projected, step = _common.cell_functions(

@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import _checks
-from rnn_jax.cells import _common
+from rnn_jax.cells import _common, base
+from rnn_jax.kernels import recurrent as recurrent_kernels
 from rnn_jax.cells._common import HiddenState
 from rnn_jax.initializers import InitScheme
 
@@ -168,10 +169,10 @@ def _cell_update(params, carry: HiddenState, projected: jax.Array) -> tuple[Hidd
 
 
 # Only the reset-after form fuses: the notes' form needs r_t before its candidate's recurrent product.
-fused = _common.FusedSpec(supports=lambda params: isinstance(params, GRUResetAfterParams),
-                          num_gates=NUM_GATES, elementwise_params=lambda params: params.b_rg,
-                          forward=_reset_after_forward,
-                          backward=_reset_after_backward, native="gru")
+fused = base.FusedSpec(supports=lambda params: isinstance(params, GRUResetAfterParams),
+                       operands=lambda params: base.stacked_operands(params, elementwise=params.b_rg),
+                       num_gates=NUM_GATES, forward=_reset_after_forward, backward=_reset_after_backward,
+                       native=recurrent_kernels.GRU_LOOP)
 
 
 project_inputs, step_projected, step = _common.cell_functions(

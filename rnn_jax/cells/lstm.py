@@ -30,7 +30,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells import _common
+from rnn_jax.cells import _common, base
+from rnn_jax.kernels import recurrent as recurrent_kernels
 from rnn_jax.initializers import InitScheme
 
 GATES = ("i", "f", "o", "g")
@@ -137,9 +138,9 @@ def _cell_update(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> 
     return new_carry, h
 
 
-fused = _common.FusedSpec(supports=lambda params: isinstance(params, LSTMParams),
-                          num_gates=NUM_GATES, elementwise_params=lambda params: None, forward=_forward,
-                          backward=_backward, native="lstm")
+fused = base.FusedSpec(supports=lambda params: isinstance(params, LSTMParams),
+                       operands=base.stacked_operands, num_gates=NUM_GATES, forward=_forward, backward=_backward,
+                       native=recurrent_kernels.LSTM_LOOP)
 
 
 project_inputs, step_projected, step = _common.cell_functions(

@@ -1,0 +1,500 @@
+// The LSTM's and the reset-after GRU's recurrent loops on the CPU, forward and backward, as XLA FFI handlers;
+// the output layer's kernels are in xent.cc, the shared vector math and thread pool work in simd.h.
+//
+// XLA runs a `lax.scan` body as a sequence of small kernels ("thunks"), each with a few microseconds of dispatch
+// overhead and a thread-pool wake-up for the matrix product; at B=16, H=256 that is about half of each step.
+// Here the whole loop is one call: per step one product with the recurrent weight, split over the hidden units
+// between the calling thread and helpers on XLA's own pool (each slice's gate arithmetic needs only its own part
+// of the product), with one synchronisation point per step.
+//
+// LSTM (the GRU's equations and shapes are at its section below):
+//   forward  (per step t):  rec = h_{t-1} W^T;  pre = P_t + b + rec;  i, f, o = σ(pre_{i,f,o});  g = tanh(pre_g)
+//                           c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)          outputs hs, cs, acts = (i, f, o, g)
+//   backward (reverse order): dh = dhs_t + dh_carry;  dc = dc_carry + dh o (1 - tanh²c_t)
+//                           d_pre = (dc g i(1-i), dc c_{t-1} f(1-f), dh tanh(c_t) o(1-o), dc i (1-g²))
+//                           dc_carry = dc f;  dh_carry = d_pre W                     outputs d_pre, dh_0, dc_0
+// The weight gradient and the input products stay in XLA as single large products (see rnn_jax/fused.py).
+//
+// Shapes (float32, row-major): P (U x_t without the bias), acts, d_pre (T, B, 4H); b (4H,); hs, cs, dhs (T, B, H);
+// W (4H, H) with gate blocks in the order i, f, o, g; h0, c0, dh_T, dc_T (B, H). The bias is added here rather
+// than to P in XLA, which would be one more pass over the (T, B, 4H) products (2.7% of a `long` train step). Attribute `reverse` (0/1) runs time backwards, as lax.scan.
+// Built by rnn_jax/kernels/_build.py with the machine's own instruction set (-march=native).
+
+#include "simd.h"
+
+namespace {
+
+// Panels per block of a forward step: the products of a block, then its gate arithmetic, row by row. One panel per
+// block when H is a whole number of panels: the next panel's products then overlap the arithmetic's latency and
+// its inputs are still in L1 (per step 13% faster at H=256, 7-15% at 192, 208, 320, equal at 128, 512, 640);
+// with a partial last panel (H=200, 650) the whole chunk as one block measured 4-8% faster.
+inline long forward_panel_block(long hidden, long first, long last) {
+  return hidden % kLanes == 0 ? 1 : std::max<long>(1, last - first);
+}
+
+// A chunk's forward step: for panels [first, last), rec[b][g·padded + 16p + c] = (h_{t-1} W^T)[b, g·H + 16p + c] for
+// every gate, then gate_math(b, j) for every row b and unit offset j = 16p, block by block.
+template <typename GateMath>
+void forward_step_panels(const float* h_prev, long batch, const float* packed, int gates, long panels, long hidden,
+                         float* rec, long ldr, long first, long last, GateMath&& gate_math) {
+  const long block = forward_panel_block(hidden, first, last);
+  for (long p0 = first; p0 < last; p0 += block) {
+    for (long p = p0; p < p0 + block; ++p) {
+      for (int g = 0; g < gates; ++g) {
+        rows_times_panel(h_prev, batch, static_cast<int>(batch), packed + (g * panels + p) * hidden * kLanes,
+                         static_cast<int>(hidden), rec + (g * panels + p) * kLanes, ldr);
+      }
+    }
+    for (long b = 0; b < batch; ++b) {
+      for (long p = p0; p < p0 + block; ++p) gate_math(b, p * kLanes);
+    }
+  }
+}
+
+// A chunk's backward phase for step s (s = 0..T, panels [first, last) of `gates`·H cotangent columns): panel by
+// panel, first finishes step s-1 for the panel's units (s > 0: dh_carry = d_rec_{s-1} W from the k-major copy
+// d_prev, then finish(p)), then runs step s's gate derivatives gate_derivs(b, j) for every row b at j = 16p; then
+// writes its units of step s's d_rec (rows of d_rec_rows) into the k-major copy d_next. Phase T only finishes
+// step T-1 and hands dh_carry to dh_out.
+template <typename Finish, typename GateDerivs>
+void backward_step_panels(long s, long steps, long batch, long hidden, int gate_count, const float* packed,
+                          const float* d_prev, float* d_next, const float* d_rec_rows, float* dh_carry, long ldc,
+                          float* dh_out, long first, long last, Finish&& finish, GateDerivs&& gate_derivs) {
+  const long gates = gate_count * hidden;
+  const auto finish_previous_step = [&](long p) {
+    rows_times_panel(d_prev, batch, static_cast<int>(batch), packed + p * gates * kLanes, static_cast<int>(gates),
+                     dh_carry + p * kLanes, ldc);
+    finish(p);
+  };
+  const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+  if (s == steps) {
+    for (long p = first; p < last && s > 0; ++p) finish_previous_step(p);
+    copy_units(dh_out, hidden, dh_carry, ldc, batch, unit_begin, unit_end);
+    return;
+  }
+  for (long p = first; p < last; ++p) {
+    if (s > 0) finish_previous_step(p);
+    for (long b = 0; b < batch; ++b) gate_derivs(b, p * kLanes);
+  }
+  for (int g = 0; g < gate_count; ++g) {
+    to_k_major(d_next, d_rec_rows, gates, batch, g * hidden + unit_begin, g * hidden + unit_end);
+  }
+}
+
+// Enough chunks to balance a few threads, few enough that claiming tickets stays cheap.
+inline long chunk_count(long panels) { return std::min<long>(panels, 8); }
+
+ffi::Error check_shapes(const char* cell, int gates, long steps, long batch, long hidden, long weight_rows,
+                        long weight_cols) {
+  if (weight_rows != gates * hidden || weight_cols != hidden) {
+    return ffi::Error::InvalidArgument(std::string(cell) + " kernel: expected W of shape (" + std::to_string(gates) +
+                                       "H, H) with H=" + std::to_string(hidden) + ", got (" +
+                                       std::to_string(weight_rows) + ", " + std::to_string(weight_cols) + ")");
+  }
+  if (steps < 0 || batch < 0) return ffi::Error::InvalidArgument(std::string(cell) + " kernel: negative size");
+  return ffi::Error::Success();
+}
+
+// packed[g][p][k][16] = W[g·H + 16p + c, k] (zero beyond H) for panels [first, last) of each gate: the product
+// h W^T, one 16-unit panel of one gate at a time.
+void pack_gate_panels(const float* W, int gates, long hidden, long panels, long first, long last, float* packed) {
+  for (int g = 0; g < gates; ++g) {
+    for (long p = first; p < last; ++p) {
+      float* dst = packed + (g * panels + p) * hidden * kLanes;
+      for (long k = 0; k < hidden; ++k) {
+        for (int c = 0; c < kLanes; ++c) {
+          const long unit = p * kLanes + c;
+          dst[k * kLanes + c] = unit < hidden ? W[(g * hidden + unit) * hidden + k] : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// packed[p][n][16] = W[n, 16p + c] (zero beyond H) for panels [first, last): the product d W over all n < rows.
+void pack_column_panels(const float* W, long rows, long hidden, long first, long last, float* packed) {
+  for (long p = first; p < last; ++p) {
+    float* dst = packed + p * rows * kLanes;
+    for (long n = 0; n < rows; ++n) {
+      for (int c = 0; c < kLanes; ++c) {
+        const long unit = p * kLanes + c;
+        dst[n * kLanes + c] = unit < hidden ? W[n * hidden + unit] : 0.0f;
+      }
+    }
+  }
+}
+
+// A step's input term of one gate slice, (U x_t)[k] + b[k] for the n units from offset k: the bias is added here,
+// in the same order XLA would have added it to the products, so results equal a bias folded into P.
+inline v16 input_term(const float* p_row, const float* bias, long k, int n) {
+  return load_n(p_row + k, n) + load_n(bias + k, n);
+}
+
+// ------------------------------------------------------------------------------------------ forward
+ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected,
+                           ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 2> h0,
+                           ffi::Buffer<ffi::F32, 2> c0, ffi::Buffer<ffi::F32, 1> bias,
+                           ffi::ResultBuffer<ffi::F32, 3> hs, ffi::ResultBuffer<ffi::F32, 3> cs,
+                           ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse) {
+  const long steps = projected.dimensions()[0], batch = projected.dimensions()[1];
+  const long hidden = h0.dimensions()[1];
+  if (projected.dimensions()[2] != 4 * hidden || bias.dimensions()[0] != 4 * hidden) {
+    return ffi::Error::InvalidArgument("LSTM kernel: projected inputs must be (T, B, 4H) and the bias (4H,)");
+  }
+  if (auto error = check_shapes("LSTM", 4, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+      error.failure()) {
+    return error;
+  }
+  if (steps == 0 || batch == 0) return ffi::Error::Success();
+  const float* P = projected.typed_data();
+  const float* W = weight.typed_data();
+  const float* H0 = h0.typed_data();
+  const float* C0 = c0.typed_data();
+  const float* bias_in = bias.typed_data();
+  float* H = hs->typed_data();
+  float* C = cs->typed_data();
+  float* A = acts->typed_data();
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  // packed[g][p][k][16] = W[g·H + 16p + c, k] (zero beyond H); rec[b][g·padded + 16p + c] = (h_{t-1} W^T)[b, g·H + 16p + c].
+  // h_{t-1} is multiplied from a k-major copy (h_copy[k·B + b]), double-buffered so that one phase boundary per
+  // step suffices; each chunk writes its units of h_t there after its gate arithmetic.
+  const long ldr = 4 * padded + kLanes;
+  AlignedBuffer packed(4 * padded * hidden), rec(batch * ldr), h_copy(2 * batch * hidden);
+
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {  // pack this chunk's weight panels; copy its units of h0
+      pack_gate_panels(W, 4, hidden, panels, first, last, packed.data);
+      to_k_major(h_copy.data, H0, hidden, batch, unit_begin, unit_end);
+      return;
+    }
+    const long s = phase - 1, t = reverse ? steps - 1 - s : s;
+    const float* h_prev = h_copy.data + (s % 2) * batch * hidden;
+    float* h_next = h_copy.data + ((s + 1) % 2) * batch * hidden;
+    const float* c_prev = s == 0 ? C0 : C + (reverse ? t + 1 : t - 1) * batch * hidden;
+    const long units = unit_end - unit_begin;
+    for (long b = 0; b < batch; ++b) {
+      const long row = (t * batch + b) * hidden;
+      for (int g = 0; g < 4; ++g) {
+        prefetch_span(P + 4 * row + g * hidden + unit_begin, units, false);
+        prefetch_span(A + 4 * row + g * hidden + unit_begin, units, true);
+      }
+      prefetch_span(C + row + unit_begin, units, true);
+      prefetch_span(H + row + unit_begin, units, true);
+    }
+    forward_step_panels(h_prev, batch, packed.data, 4, panels, hidden, rec.data, ldr, first, last,
+                        [&](long b, long j) {
+      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+      const float* p_row = P + (t * batch + b) * 4 * hidden;
+      const float* r_row = rec.data + b * ldr;
+      float* a_row = A + (t * batch + b) * 4 * hidden;
+      const long row = (t * batch + b) * hidden;
+      v16 i = sigmoid_v(input_term(p_row, bias_in, j, n) + load_n(r_row + j, n));
+      v16 f = sigmoid_v(input_term(p_row, bias_in, hidden + j, n) + load_n(r_row + padded + j, n));
+      v16 o = sigmoid_v(input_term(p_row, bias_in, 2 * hidden + j, n) + load_n(r_row + 2 * padded + j, n));
+      v16 gg = tanh_v(input_term(p_row, bias_in, 3 * hidden + j, n) + load_n(r_row + 3 * padded + j, n));
+      v16 c = f * load_n(c_prev + b * hidden + j, n) + i * gg;
+      v16 h = o * tanh_v(c);
+      store_n(C + row + j, c, n);
+      store_n(H + row + j, h, n);
+      store_n(a_row + j, i, n);
+      store_n(a_row + hidden + j, f, n);
+      store_n(a_row + 2 * hidden + j, o, n);
+      store_n(a_row + 3 * hidden + j, gg, n);
+    });
+    to_k_major(h_next, H + t * batch * hidden, hidden, batch, unit_begin, unit_end);
+  };
+  run_phased(pool, helper_count(pool, 8 * batch * hidden * hidden, chunks), steps + 1, chunks, work);
+  return ffi::Error::Success();
+}
+
+// ------------------------------------------------------------------------------------------ backward
+ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 3> acts,
+                            ffi::Buffer<ffi::F32, 3> cs, ffi::Buffer<ffi::F32, 2> c0,
+                            ffi::Buffer<ffi::F32, 3> d_hs, ffi::Buffer<ffi::F32, 2> d_h_final,
+                            ffi::Buffer<ffi::F32, 2> d_c_final, ffi::ResultBuffer<ffi::F32, 3> d_pre,
+                            ffi::ResultBuffer<ffi::F32, 2> d_h0, ffi::ResultBuffer<ffi::F32, 2> d_c0,
+                            int64_t reverse) {
+  const long steps = cs.dimensions()[0], batch = cs.dimensions()[1], hidden = cs.dimensions()[2];
+  if (auto error = check_shapes("LSTM", 4, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+      error.failure()) {
+    return error;
+  }
+  const float* W = weight.typed_data();
+  const float* A = acts.typed_data();
+  const float* C = cs.typed_data();
+  const float* C0 = c0.typed_data();
+  const float* DH = d_hs.typed_data();
+  const float* DH_final = d_h_final.typed_data();
+  const float* DC_final = d_c_final.typed_data();
+  float* D = d_pre->typed_data();
+  float* dh_out = d_h0->typed_data();
+  float* dc_out = d_c0->typed_data();  // doubles as the running dc carry
+  if (batch == 0) return ffi::Error::Success();
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  const long gates = 4 * hidden;
+  // packed[p][n][16] = W[n, 16p + c] (zero beyond H); dh_carry (B, padded) = d_pre_{t} W, for step t-1.
+  // d_pre_t is multiplied from a k-major, double-buffered copy (see the forward's h_copy).
+  const long ldc = padded + kLanes;
+  AlignedBuffer packed(padded * gates), dh_carry(batch * ldc), d_copy(2 * batch * gates);
+
+  // Phase 0 packs and loads the final cotangents; phase s+1 first finishes step s-1 (dh_carry = d_pre W for
+  // this chunk's units, which needs every unit's d_pre of that step) and then runs step s's gate derivatives for
+  // the same units, which need only this chunk's dh_carry and dc; phase T+1 finishes the last step.
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {
+      pack_column_panels(W, gates, hidden, first, last, packed.data);
+      copy_units(dh_carry.data, ldc, DH_final, hidden, batch, unit_begin, unit_end);
+      copy_units(dc_out, hidden, DC_final, hidden, batch, unit_begin, unit_end);
+      return;
+    }
+    const long s = phase - 1;
+    const long t = s == steps ? 0 : (reverse ? s : steps - 1 - s);  // phase T only finishes step T-1
+    if (s < steps) {
+      const long units = unit_end - unit_begin;
+      for (long b = 0; b < batch; ++b) {
+        const long row = (t * batch + b) * hidden;
+        for (int g = 0; g < 4; ++g) {
+          prefetch_span(A + 4 * row + g * hidden + unit_begin, units, false);
+          prefetch_span(D + 4 * row + g * hidden + unit_begin, units, true);
+        }
+        prefetch_span(C + row + unit_begin, units, false);
+        prefetch_span(DH + row + unit_begin, units, false);
+      }
+    }
+    const bool first_step = reverse ? t == steps - 1 : t == 0;
+    const float* c_prev = first_step ? C0 : C + (reverse ? t + 1 : t - 1) * batch * hidden;
+    backward_step_panels(s, steps, batch, hidden, 4, packed.data, d_copy.data + ((s + 1) % 2) * batch * gates,
+                         d_copy.data + (s % 2) * batch * gates, D + t * batch * gates, dh_carry.data, ldc, dh_out,
+                         first, last, [](long) {}, [&](long b, long j) {
+      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+      const float* a_row = A + (t * batch + b) * gates;
+      float* d_row = D + (t * batch + b) * gates;
+      const long row = (t * batch + b) * hidden;
+      v16 i = load_n(a_row + j, n), f = load_n(a_row + hidden + j, n);
+      v16 o = load_n(a_row + 2 * hidden + j, n), gg = load_n(a_row + 3 * hidden + j, n);
+      v16 tanh_c = tanh_v(load_n(C + row + j, n));
+      v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
+      v16 dc = load_n(dc_out + b * hidden + j, n) + dh * o * (1.0f - tanh_c * tanh_c);
+      const v16 d_gates[4] = {dc * gg * i * (1.0f - i), dc * load_n(c_prev + b * hidden + j, n) * f * (1.0f - f),
+                              dh * tanh_c * o * (1.0f - o), dc * i * (1.0f - gg * gg)};
+      for (int g = 0; g < 4; ++g) store_n(d_row + g * hidden + j, d_gates[g], n);
+      store_n(dc_out + b * hidden + j, dc * f, n);
+    });
+  };
+  run_phased(pool, helper_count(pool, 8 * batch * hidden * hidden, chunks), steps + 2, chunks, work);
+  return ffi::Error::Success();
+}
+
+
+// ------------------------------------------------------------------------------------------ GRU (reset-after)
+//   forward:  rec = h_{t-1} W^T;  r, u = σ(P_{r,u} + b_{r,u} + rec_{r,u});  ρ = rec_g + b_rg;  g = tanh(P_g + b_g + r ρ)
+//             h_t = u g + (1 - u) h_{t-1}                                          outputs hs, acts = (r, u, g, ρ)
+//   backward: dh = dhs_t + dh_carry;  d_pre_g = dh u (1-g²);  d_pre_r = d_pre_g ρ r(1-r);  d_pre_u = dh (g - h_{t-1}) u(1-u)
+//             d_projected = (d_pre_r, d_pre_u, d_pre_g);  d_rec = (d_pre_r, d_pre_u, r d_pre_g)
+//             dh_carry = dh (1 - u) + d_rec W                                    outputs d_projected, d_rec, dh_0
+ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected, ffi::Buffer<ffi::F32, 2> weight,
+                          ffi::Buffer<ffi::F32, 1> recurrent_bias, ffi::Buffer<ffi::F32, 2> h0,
+                          ffi::Buffer<ffi::F32, 1> bias, ffi::ResultBuffer<ffi::F32, 3> hs,
+                          ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse) {
+  const long steps = projected.dimensions()[0], batch = projected.dimensions()[1];
+  const long hidden = h0.dimensions()[1];
+  if (projected.dimensions()[2] != 3 * hidden || recurrent_bias.dimensions()[0] != hidden ||
+      bias.dimensions()[0] != 3 * hidden) {
+    return ffi::Error::InvalidArgument("GRU kernel: projected inputs must be (T, B, 3H), b_rg (H,) and the bias (3H,)");
+  }
+  if (auto error = check_shapes("GRU", 3, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+      error.failure()) {
+    return error;
+  }
+  if (steps == 0 || batch == 0) return ffi::Error::Success();
+  const float* P = projected.typed_data();
+  const float* W = weight.typed_data();
+  const float* BRG = recurrent_bias.typed_data();
+  const float* H0 = h0.typed_data();
+  const float* bias_in = bias.typed_data();
+  float* H = hs->typed_data();
+  float* A = acts->typed_data();
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  const long ldr = 3 * padded + kLanes;  // h_copy k-major, as in the LSTM
+  AlignedBuffer packed(3 * padded * hidden), rec(batch * ldr), h_copy(2 * batch * hidden);
+
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {
+      pack_gate_panels(W, 3, hidden, panels, first, last, packed.data);
+      to_k_major(h_copy.data, H0, hidden, batch, unit_begin, unit_end);
+      return;
+    }
+    const long s = phase - 1, t = reverse ? steps - 1 - s : s;
+    const float* h_prev = h_copy.data + (s % 2) * batch * hidden;
+    float* h_next = h_copy.data + ((s + 1) % 2) * batch * hidden;
+    const float* h_prev_rows = s == 0 ? H0 : H + (reverse ? t + 1 : t - 1) * batch * hidden;
+    const long units = unit_end - unit_begin;
+    for (long b = 0; b < batch; ++b) {
+      const long row = (t * batch + b) * hidden;
+      for (int g = 0; g < 3; ++g) prefetch_span(P + 3 * row + g * hidden + unit_begin, units, false);
+      for (int g = 0; g < 4; ++g) prefetch_span(A + 4 * row + g * hidden + unit_begin, units, true);
+      prefetch_span(H + row + unit_begin, units, true);
+    }
+    forward_step_panels(h_prev, batch, packed.data, 3, panels, hidden, rec.data, ldr, first, last,
+                        [&](long b, long j) {
+      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+      const float* p_row = P + (t * batch + b) * 3 * hidden;
+      const float* r_row = rec.data + b * ldr;
+      float* a_row = A + (t * batch + b) * 4 * hidden;
+      const long row = (t * batch + b) * hidden;
+      v16 r = sigmoid_v(input_term(p_row, bias_in, j, n) + load_n(r_row + j, n));
+      v16 u = sigmoid_v(input_term(p_row, bias_in, hidden + j, n) + load_n(r_row + padded + j, n));
+      v16 rho = load_n(r_row + 2 * padded + j, n) + load_n(BRG + j, n);
+      v16 g = tanh_v(input_term(p_row, bias_in, 2 * hidden + j, n) + r * rho);
+      v16 previous = load_n(h_prev_rows + b * hidden + j, n);
+      v16 h = u * g + (1.0f - u) * previous;
+      store_n(H + row + j, h, n);
+      store_n(a_row + j, r, n);
+      store_n(a_row + hidden + j, u, n);
+      store_n(a_row + 2 * hidden + j, g, n);
+      store_n(a_row + 3 * hidden + j, rho, n);
+    });
+    to_k_major(h_next, H + t * batch * hidden, hidden, batch, unit_begin, unit_end);
+  };
+  run_phased(pool, helper_count(pool, 6 * batch * hidden * hidden, chunks), steps + 1, chunks, work);
+  return ffi::Error::Success();
+}
+
+ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 3> acts,
+                           ffi::Buffer<ffi::F32, 3> hs, ffi::Buffer<ffi::F32, 2> h0, ffi::Buffer<ffi::F32, 3> d_hs,
+                           ffi::Buffer<ffi::F32, 2> d_h_final, ffi::ResultBuffer<ffi::F32, 3> d_projected,
+                           ffi::ResultBuffer<ffi::F32, 3> d_rec, ffi::ResultBuffer<ffi::F32, 2> d_h0,
+                           int64_t reverse) {
+  const long steps = hs.dimensions()[0], batch = hs.dimensions()[1], hidden = hs.dimensions()[2];
+  if (auto error = check_shapes("GRU", 3, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
+      error.failure()) {
+    return error;
+  }
+  const float* W = weight.typed_data();
+  const float* A = acts.typed_data();
+  const float* H = hs.typed_data();
+  const float* H0 = h0.typed_data();
+  const float* DH = d_hs.typed_data();
+  const float* DH_final = d_h_final.typed_data();
+  float* DP = d_projected->typed_data();
+  float* DR = d_rec->typed_data();
+  float* dh_out = d_h0->typed_data();
+  if (batch == 0) return ffi::Error::Success();
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  const long gates = 3 * hidden, ldc = padded + kLanes;
+  // dh_carry = dh (1 - u) (stored as `direct` by a step) + d_rec W (added by the next phase's product).
+  AlignedBuffer packed(padded * gates), dh_carry(batch * ldc), direct(batch * ldc), d_copy(2 * batch * gates);
+
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {
+      pack_column_panels(W, gates, hidden, first, last, packed.data);
+      copy_units(dh_carry.data, ldc, DH_final, hidden, batch, unit_begin, unit_end);
+      return;
+    }
+    const long s = phase - 1;
+    const long t = s == steps ? 0 : (reverse ? s : steps - 1 - s);  // phase T only finishes step T-1
+    const auto add_direct = [&](long p) {  // dh_carry of step s-1 = d_rec W (just multiplied) + dh (1 - u)
+      for (long b = 0; b < batch; ++b) {
+        for (long j = p * kLanes; j < std::min((p + 1) * kLanes, hidden); ++j) {
+          dh_carry.data[b * ldc + j] += direct.data[b * ldc + j];
+        }
+      }
+    };
+    const bool first_step = reverse ? t == steps - 1 : t == 0;
+    const float* h_prev = first_step ? H0 : H + (reverse ? t + 1 : t - 1) * batch * hidden;
+    backward_step_panels(s, steps, batch, hidden, 3, packed.data, d_copy.data + ((s + 1) % 2) * batch * gates,
+                         d_copy.data + (s % 2) * batch * gates, DR + t * batch * gates, dh_carry.data, ldc, dh_out,
+                         first, last, add_direct, [&](long b, long j) {
+      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+      const float* a_row = A + (t * batch + b) * 4 * hidden;
+      float* dp_row = DP + (t * batch + b) * gates;
+      float* dr_row = DR + (t * batch + b) * gates;
+      const long row = (t * batch + b) * hidden;
+      v16 r = load_n(a_row + j, n), u = load_n(a_row + hidden + j, n);
+      v16 g = load_n(a_row + 2 * hidden + j, n), rho = load_n(a_row + 3 * hidden + j, n);
+      v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
+      v16 d_pre_g = dh * u * (1.0f - g * g);
+      v16 d_pre_r = d_pre_g * rho * r * (1.0f - r);
+      v16 d_pre_u = dh * (g - load_n(h_prev + b * hidden + j, n)) * u * (1.0f - u);
+      v16 d_rec_g = d_pre_g * r;
+      store_n(dp_row + j, d_pre_r, n);
+      store_n(dp_row + hidden + j, d_pre_u, n);
+      store_n(dp_row + 2 * hidden + j, d_pre_g, n);
+      store_n(dr_row + j, d_pre_r, n);
+      store_n(dr_row + hidden + j, d_pre_u, n);
+      store_n(dr_row + 2 * hidden + j, d_rec_g, n);
+      store_n(direct.data + b * ldc + j, dh * (1.0f - u), n);
+    });
+  };
+  run_phased(pool, helper_count(pool, 6 * batch * hidden * hidden, chunks), steps + 2, chunks, work);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmForward, LstmForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array2>()
+                                  .Arg<Array2>()
+                                  .Arg<Array1>()
+                                  .Ret<Array3>()
+                                  .Ret<Array3>()
+                                  .Ret<Array3>()
+                                  .Attr<int64_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmBackward, LstmBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array2>()
+                                  .Arg<Array3>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array2>()
+                                  .Ret<Array3>()
+                                  .Ret<Array2>()
+                                  .Ret<Array2>()
+                                  .Attr<int64_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruForward, GruForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array1>()
+                                  .Arg<Array2>()
+                                  .Arg<Array1>()
+                                  .Ret<Array3>()
+                                  .Ret<Array3>()
+                                  .Attr<int64_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruBackward, GruBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array2>()
+                                  .Arg<Array3>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Arg<Array3>()
+                                  .Arg<Array2>()
+                                  .Ret<Array3>()
+                                  .Ret<Array3>()
+                                  .Ret<Array2>()
+                                  .Attr<int64_t>("reverse"));
+
