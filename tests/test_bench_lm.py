@@ -108,7 +108,7 @@ def test_gpu_peers_are_reported_skipped_without_a_gpu(tmp_path):
     assert {r["impl"] for r in report["results"]} == {"fused"}
     reasons = {(r["cell"], r["impl"]): r["reason"] for r in report["skipped"]}
     assert set(reasons) == {(cell, impl) for cell in ("lstm", "gru") for impl in ("torch_cuda", "jax_rnn")}
-    assert "cuDNN" in reasons["lstm", "jax_rnn"] and "LSTM only" in reasons["gru", "jax_rnn"]
+    assert "cuDNN" in reasons["lstm", "jax_rnn"] and "no peer" in reasons["gru", "jax_rnn"]
     assert "CUDA" in reasons["lstm", "torch_cuda"]
     table = (tmp_path / "bench_lm.md").read_text()
     assert "| notes | gru | train | jax_rnn | skipped: jax.experimental.rnn has an LSTM only" in table
@@ -167,3 +167,12 @@ def test_chain_products_keeps_every_repeat_of_a_product():
         return _xla_flops(jax.jit(lambda o: bench_lm.chain_products(products[:1], o, repeats)), operands)
 
     assert 3.9 * flops(1) <= flops(4) <= 4.2 * flops(1)
+
+
+def test_a_cell_without_a_peer_is_reported_as_no_peer():
+    for peer in ("torch", "flax"):
+        with pytest.raises(bench_lm.PeerUnavailable, match="no peer"):
+            bench_lm.build(peer, bench_lm.CONFIGS["notes"] if hasattr(bench_lm, "CONFIGS") else None, "indrnn", True)
+    w = bench_lm.Workload("x", 100, 20, 2, 5, 4, True, 10)
+    assert w.flops_per_token("lstm", False) == 2 * 4 * 20 * (10 + 20) + 2 * 4 * 20 * 40 + 2 * 100 * 20
+    assert w.flops_per_token("indrnn", False) == 2 * 20 * (10 + 20) + 2 * 100 * 20
