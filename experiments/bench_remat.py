@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import get_cell, hoisted_scan
+from rnn_jax import get_cell, hoisted_scan, param_dtype
 from rnn_jax.cli import parse_config
 
 
@@ -33,8 +33,8 @@ class RematBenchConfig:
     out: Optional[str] = "bench_results/remat.json"
 
 
-def temp_bytes(cell, params, xs, remat) -> int:
-    carry = cell.initial_state(params.W.shape[-1], xs.shape[:1])
+def temp_bytes(cell, params, xs, remat, hidden_size: int) -> int:
+    carry = cell.initial_state(hidden_size, xs.shape[:1], param_dtype(params))
 
     def loss(params, xs):
         _, hs = hoisted_scan(cell, params, carry, xs, remat=remat)
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     print(f"{'T':>6} {'no remat (MiB)':>15} {'remat=sqrt (MiB)':>17} {'ratio':>7}")
     for T in config.lengths:
         xs = jnp.zeros((config.batch_size, T, config.input_size))
-        plain, sqrt = temp_bytes(cell, params, xs, None), temp_bytes(cell, params, xs, "sqrt")
+        plain, sqrt = (temp_bytes(cell, params, xs, remat, config.hidden_size) for remat in (None, "sqrt"))
         rows.append({"T": T, "plain_bytes": plain, "remat_sqrt_bytes": sqrt, "ratio": plain / max(sqrt, 1)})
         print(f"{T:>6} {plain / 2**20:>15.2f} {sqrt / 2**20:>17.2f} {plain / max(sqrt, 1):>7.1f}")
     if config.out:
