@@ -11,7 +11,7 @@ Expected: a markdown table (tokens/s median [min-max] over interleaved rounds, t
           and jax.experimental.rnn (cuDNN, LSTM only). A peer whose library, device or cell is missing is
           reported as skipped, with the reason. `products_only` is neither: the step's matrix products alone,
           one after another (see `products_only_step`), for the time they take by themselves.
-Source:   issue 7's workloads; every implementation runs in this process, measured in interleaved rounds.
+Source:   the workloads below; every implementation runs in this process, measured in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -616,7 +616,7 @@ def product_table(report: dict) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-BAR = {"notes": 1.5, "zaremba_small": 1.5, "zaremba_medium": 1.2, "long": 1.0}  # issue 7: default / fastest peer
+BAR = {"notes": 1.5, "zaremba_small": 1.5, "zaremba_medium": 1.2, "long": 1.0}  # target: default / fastest peer
 
 
 def round_ratios(default: dict, peers: list[dict]) -> list[float]:
@@ -629,7 +629,7 @@ def round_ratios(default: dict, peers: list[dict]) -> list[float]:
 
 def summary_table(report: dict) -> str:
     """One row per (config, cell, workload): tokens/s of every implementation, the default's ratio to the fastest
-    peer (of the medians, and its range over the rounds), issue 7's bar for the train step, and what meeting it
+    peer (of the medians, and its range over the rounds), the target bar for the train step, and what meeting it
     takes: the default's share of the measured fp32 matrix-product peak now and the share the bar asks for (bar x
     the fastest peer's share; near or above 100%, no exact implementation of these FLOPs can meet it here); where
     `products_only` ran, also the default's tokens/s over that of its products run one after another alone, and

@@ -72,7 +72,7 @@ for preset in (
         command="python -m experiments.train_lm",
         expected="valid perplexity about 6.3 (1.85 nats/char) and test about 5.5 after 20 epochs, from 100 "
                  "(uniform guessing) at the start; about 30 s on 2 CPU cores",
-        source="measured with this repository (closing note of issue 3); the network is ../shared/NOTES.md's worked "
+        source="measured with this repository; the network is ../shared/NOTES.md's worked "
                "example, 4400 weights",
     ),
     _zaremba("small", 200, 0.1, 5.0, 20, 4, 0.5, 0.0, 13, "valid 120.7 / test 114.5 perplexity on PTB; after "
@@ -104,7 +104,7 @@ for preset in (
             batch_size=20, num_steps=20, epochs=8, loss_reduction="sum_time_mean_batch", log_every=100,
             sample_prompt="KING", sample_length=60),
         command="python -m experiments.train_lm --config shakespeare_word",
-        expected="valid perplexity well under 200 after 8 epochs (measured figure in the closing note of issue 3)",
+        expected="valid perplexity well under 200 after 8 epochs",
         source="Zaremba et al. 2014's small recipe with their medium network's dropout, applied to tiny Shakespeare "
                "words (no published reference on this corpus)",
     ),
