@@ -40,7 +40,7 @@ def sharded_step(cell):
 
     batch, steps = 8, 5
     model = LanguageModel(LMConfig(vocab_size=50, embed_size=8, hidden_size=16, num_layers=2, cell=cell,
-                                   gru_reset_after=True))
+                                   gru_reset_after=(cell == "gru")))
     optimizer = make_optimizer(OptimConfig(name="sgd", learning_rate=0.5, clip_norm=1.0), 10, 10)
     params = model.init(jax.random.PRNGKey(0))
     tokens = np.random.default_rng(0).integers(0, 50, (batch, steps + 1))

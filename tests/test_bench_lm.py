@@ -111,7 +111,7 @@ def test_gpu_peers_are_reported_skipped_without_a_gpu(tmp_path):
     assert "cuDNN" in reasons["lstm", "jax_rnn"] and "no peer" in reasons["gru", "jax_rnn"]
     assert "CUDA" in reasons["lstm", "torch_cuda"]
     table = (tmp_path / "bench_lm.md").read_text()
-    assert "| notes | gru | train | jax_rnn | skipped: jax.experimental.rnn has an LSTM only" in table
+    assert "| notes | gru | train | jax_rnn | skipped: no peer: jax_rnn has no gru cell" in table
     assert report["compile_vs_T"] == {"lstm": [], "gru": []}  # --compile-lengths "": none measured, none plotted
     assert (tmp_path / "bench_lm_tokens.png").exists() and not (tmp_path / "bench_compile_vs_T.png").exists()
 

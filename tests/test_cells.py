@@ -77,7 +77,7 @@ def test_gradients_match_finite_differences(cell, opts, x64):
         final, hs = scan(cell.step, params, carry, xs)
         return jnp.sum(hs**2) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(final))
 
-    check_grads(loss, (params, xs), order=2, modes=("rev",), eps=1e-5, atol=1e-5, rtol=1e-5)
+    check_grads(jax.jit(loss), (params, xs), order=2, modes=("rev",), eps=1e-5, atol=1e-5, rtol=1e-5)
 
 
 def test_registry():

@@ -242,10 +242,24 @@ def test_a_failing_compiler_is_reported(tmp_path):
 
 
 @needs_kernel
-def test_build_is_cached_by_content(tmp_path):
-    first = kernels.build(out_dir=tmp_path)
+def stand_in_compiler(tmp_path):
+    """A "compiler" that records each call and writes its `-o` target: the cache logic without a real build."""
+    calls = tmp_path / "calls"
+    script = tmp_path / "cxx"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nwhile [ "$1" != "-o" ]; do shift; done\necho built > "$2"\n')
+    script.chmod(0o755)
+    return str(script), calls
+
+
+def test_build_is_cached_by_content(tmp_path, monkeypatch):
+    compiler, calls = stand_in_compiler(tmp_path)
+    first = kernels.build(compiler, out_dir=tmp_path / "cache")
     modified = first.stat().st_mtime_ns
-    assert kernels.build(out_dir=tmp_path) == first and first.stat().st_mtime_ns == modified
+    assert kernels.build(compiler, out_dir=tmp_path / "cache") == first and first.stat().st_mtime_ns == modified
+    assert len(calls.read_text().splitlines()) == 1
+    monkeypatch.setattr(kernels._build, "cpu_flags", lambda: "flags: another cpu")
+    assert kernels.build(compiler, out_dir=tmp_path / "cache") != first  # another CPU: a library of its own
+    assert len(calls.read_text().splitlines()) == 2
 
 
 @needs_kernel

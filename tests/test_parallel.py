@@ -46,7 +46,7 @@ def test_four_devices_match_one(runs):
     np.testing.assert_allclose(four["test"], one["test"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("saved_on, restored_on", [(4, 1), (1, 4)])
+@pytest.mark.parametrize("saved_on, restored_on", [pytest.param(4, 1, marks=pytest.mark.slow), (1, 4)])
 def test_checkpoints_restore_on_another_device_count(corpus, runs, tmp_path, saved_on, restored_on):
     finished, source = runs[saved_on]
     run_dir = tmp_path / "run"
@@ -74,7 +74,7 @@ def test_indivisible_batch_is_a_clear_error(corpus, tmp_path):
     assert "batch_size=8 does not divide over 3 devices" in done.stderr
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", pytest.param("gru", marks=pytest.mark.slow)])
 def test_sharded_step_runs_each_devices_rows_only(cell):
     """4 devices, batch 8: every native kernel runs on 2 rows (the loss kernel on 5 steps x 2), no row is gathered
     onto another device (the gradients' all-reduce is the only collective), and the step equals the 1-device one."""

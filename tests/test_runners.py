@@ -179,7 +179,7 @@ def test_resets_restart_the_carry_like_separate_sequences(runner):
     assert_close(zeros[0], scan(lstm.step, params, lstm.initial_state(H, (B,)), xs[:, 3:])[0])
 
 
-@pytest.mark.parametrize("remat", [1, 2, 4, "sqrt", T])
+@pytest.mark.parametrize("remat", [2, "sqrt", *(pytest.param(r, marks=pytest.mark.slow) for r in (1, 4, T))])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_remat_keeps_values_and_gradients(remat, reverse):
     params, carry, xs = setup(lstm, {})

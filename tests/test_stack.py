@@ -27,8 +27,8 @@ def test_deep_cell_equals_layer_by_layer(cell, opts):
     # Independent oracle: each layer over the whole sequence with a Python loop.
     inputs, want_finals = xs, []
     for layer in range(L):
-        _, hs = unrolled(cell.step, params[layer], carry[layer], inputs, seq_lengths=lengths)
-        want_finals.append(unrolled(cell.step, params[layer], carry[layer], inputs, seq_lengths=lengths)[0])
+        final, hs = unrolled(cell.step, params[layer], carry[layer], inputs, seq_lengths=lengths)
+        want_finals.append(final)
         inputs = hs
     for result in (
         scan(deep.step, params, carry, xs, seq_lengths=lengths),

@@ -99,6 +99,7 @@ def wait_for(predicate, process, timeout=120):
     raise TimeoutError("the run made no progress")
 
 
+@pytest.mark.slow  # minutes of repeated runs; the default run keeps the SIGTERM, damage and resume tests
 def test_sigkill_at_random_moments_then_resume_is_bit_exact(corpus, uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     rng = random.Random(7)
@@ -176,7 +177,8 @@ def damage(step_dir, how):
         raise ValueError(how)
 
 
-@pytest.mark.parametrize("how", ["truncated", "emptied", "files_removed", "bytes_flipped", "record_garbled"])
+@pytest.mark.parametrize("how", ["truncated", "bytes_flipped", *(pytest.param(how, marks=pytest.mark.slow)
+                                                    for how in ("emptied", "files_removed", "record_garbled"))])
 def test_damaged_latest_checkpoint_resumes_from_newest_intact(corpus, uninterrupted, tmp_path, how):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, run_dir)
@@ -220,6 +222,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(corpus, tmp_path):
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(tree[0].params))
 
 
+@pytest.mark.slow  # two whole runs; the resume tests compare runs bit for bit in the default run
 def test_same_config_and_seed_give_identical_runs(corpus, tmp_path):
     config = config_from_dict(TrainConfig, {
         "model": {"vocab_size": 10, "embed_size": 8, "hidden_size": 16, "dropout": 0.3, "num_layers": 2},

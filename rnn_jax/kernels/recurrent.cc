@@ -13,7 +13,7 @@
 //   backward (reverse order): dh = dhs_t + dh_carry;  dc = dc_carry + dh o (1 - tanh²c_t)
 //                           d_pre = (dc g i(1-i), dc c_{t-1} f(1-f), dh tanh(c_t) o(1-o), dc i (1-g²))
 //                           dc_carry = dc f;  dh_carry = d_pre W                     outputs d_pre, dh_0, dc_0
-// The weight gradient and the input products stay in XLA as single large products (see rnn_jax/fused.py).
+// The weight gradient and the input products stay in XLA as single large products (see rnn_jax/runners/fused.py).
 //
 // Shapes (float32, row-major): P (U x_t without the bias), acts, d_pre (T, B, 4H); b (4H,); hs, cs, dhs (T, B, H);
 // W (4H, H) with gate blocks in the order i, f, o, g; h0, c0, dh_T, dc_T (B, H). The bias is added here rather
@@ -130,7 +130,168 @@ inline v16 input_term(const float* p_row, const float* bias, long k, int n) {
   return load_n(p_row + k, n) + load_n(bias + k, n);
 }
 
-// ------------------------------------------------------------------------------------------ forward
+// ------------------------------------------------------------------------------------------ the two loops
+// Every cell runs the same forward and backward loops; a cell is a struct with the gate count kGates and hooks for
+// its own arithmetic. Both loops take the weight W (kGates·H, H) and write or read h through the loop's own buffers.
+//
+// Forward hooks: prefetch(t, b, unit_begin, units) warms row b of step t; step(t, t_prev, b, j, n, rec_row, padded)
+// runs the gate arithmetic for units [j, j + n) of row b at step t (t_prev = -1 at the first step, whose state is
+// the initial one), where rec_row[g·padded + k] = (h_{t-1} W^T)[g·H + k], and writes h_t to H.
+template <typename Cell>
+void forward_loop(ffi::ThreadPool pool, const Cell& cell, long steps, long batch, long hidden, const float* W,
+                  const float* H0, float* H, bool reverse) {
+  constexpr int gates = Cell::kGates;
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  // packed[g][p][k][16] = W[g·H + 16p + c, k] (zero beyond H); rec[b][g·padded + 16p + c] = (h_{t-1} W^T)[b, g·H + 16p + c].
+  // h_{t-1} is multiplied from a k-major copy (h_copy[k·B + b]), double-buffered so that one phase boundary per
+  // step suffices; each chunk writes its units of h_t there after its gate arithmetic.
+  const long ldr = gates * padded + kLanes;
+  AlignedBuffer packed(gates * padded * hidden), rec(batch * ldr), h_copy(2 * batch * hidden);
+
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {  // pack this chunk's weight panels; copy its units of h0
+      pack_gate_panels(W, gates, hidden, panels, first, last, packed.data);
+      to_k_major(h_copy.data, H0, hidden, batch, unit_begin, unit_end);
+      return;
+    }
+    const long s = phase - 1, t = reverse ? steps - 1 - s : s;
+    const long t_prev = s == 0 ? -1 : (reverse ? t + 1 : t - 1);
+    const float* h_prev = h_copy.data + (s % 2) * batch * hidden;
+    float* h_next = h_copy.data + ((s + 1) % 2) * batch * hidden;
+    for (long b = 0; b < batch; ++b) cell.prefetch(t, b, unit_begin, unit_end - unit_begin);
+    forward_step_panels(h_prev, batch, packed.data, gates, panels, hidden, rec.data, ldr, first, last,
+                        [&](long b, long j) {
+      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+      cell.step(t, t_prev, b, j, n, rec.data + b * ldr, padded);
+    });
+    to_k_major(h_next, H + t * batch * hidden, hidden, batch, unit_begin, unit_end);
+  };
+  run_phased(pool, helper_count(pool, 2 * gates * batch * hidden * hidden, chunks), steps + 1, chunks, work);
+}
+
+// Backward hooks: start(unit_begin, unit_end) loads the cell's own final cotangents; prefetch as forward;
+// derivs(t, t_prev, b, j, n, dh_carry_row) runs step t's gate derivatives for units [j, j + n) of row b, writing
+// d_rec (T, B, kGates·H), the cotangent that multiplies W; finish(p, dh_carry, ldc) completes dh_carry of the
+// previous step for panel p after the loop has added d_rec W to it.
+// Phase 0 packs and loads the final cotangents; phase s+1 first finishes step s-1 (dh_carry = d_rec W for this
+// chunk's units, which needs every unit's d_rec of that step) and then runs step s's gate derivatives for the same
+// units, which need only this chunk's dh_carry; phase T+1 finishes the last step.
+template <typename Cell>
+void backward_loop(ffi::ThreadPool pool, Cell& cell, long steps, long batch, long hidden, const float* W,
+                   const float* DH_final, const float* d_rec, float* dh_out, bool reverse) {
+  constexpr int gate_count = Cell::kGates;
+  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
+  const long gates = gate_count * hidden;
+  // packed[p][n][16] = W[n, 16p + c] (zero beyond H); dh_carry (B, padded) = d_rec_t W, for step t-1.
+  // d_rec_t is multiplied from a k-major, double-buffered copy (see the forward's h_copy).
+  const long ldc = padded + kLanes;
+  AlignedBuffer packed(padded * gates), dh_carry(batch * ldc), d_copy(2 * batch * gates);
+
+  const std::function<void(long, long)> work = [&](long phase, long chunk) {
+    long first, last;
+    chunk_panels(chunk, chunks, panels, first, last);
+    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
+    if (phase == 0) {
+      pack_column_panels(W, gates, hidden, first, last, packed.data);
+      copy_units(dh_carry.data, ldc, DH_final, hidden, batch, unit_begin, unit_end);
+      cell.start(unit_begin, unit_end);
+      return;
+    }
+    const long s = phase - 1;
+    const long t = s == steps ? 0 : (reverse ? s : steps - 1 - s);  // phase T only finishes step T-1
+    if (s < steps) {
+      for (long b = 0; b < batch; ++b) cell.prefetch(t, b, unit_begin, unit_end - unit_begin);
+    }
+    const bool first_step = reverse ? t == steps - 1 : t == 0;
+    const long t_prev = first_step ? -1 : (reverse ? t + 1 : t - 1);
+    backward_step_panels(s, steps, batch, hidden, gate_count, packed.data,
+                         d_copy.data + ((s + 1) % 2) * batch * gates, d_copy.data + (s % 2) * batch * gates,
+                         d_rec + t * batch * gates, dh_carry.data, ldc, dh_out, first, last,
+                         [&](long p) { cell.finish(p, dh_carry.data, ldc); }, [&](long b, long j) {
+      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
+      cell.derivs(t, t_prev, b, j, n, dh_carry.data + b * ldc);
+    });
+  };
+  run_phased(pool, helper_count(pool, 2 * gate_count * batch * hidden * hidden, chunks), steps + 2, chunks, work);
+}
+
+// ------------------------------------------------------------------------------------------ LSTM
+struct LstmForward {
+  static constexpr int kGates = 4;
+  const float *P, *bias, *C0;
+  float *H, *C, *A;
+  long batch, hidden;
+
+  void prefetch(long t, long b, long unit_begin, long units) const {
+    const long row = (t * batch + b) * hidden;
+    for (int g = 0; g < 4; ++g) {
+      prefetch_span(P + 4 * row + g * hidden + unit_begin, units, false);
+      prefetch_span(A + 4 * row + g * hidden + unit_begin, units, true);
+    }
+    prefetch_span(C + row + unit_begin, units, true);
+    prefetch_span(H + row + unit_begin, units, true);
+  }
+
+  void step(long t, long t_prev, long b, long j, int n, const float* r_row, long padded) const {
+    const float* p_row = P + (t * batch + b) * 4 * hidden;
+    float* a_row = A + (t * batch + b) * 4 * hidden;
+    const long row = (t * batch + b) * hidden;
+    const float* c_prev = t_prev < 0 ? C0 + b * hidden : C + (t_prev * batch + b) * hidden;
+    v16 i = sigmoid_v(input_term(p_row, bias, j, n) + load_n(r_row + j, n));
+    v16 f = sigmoid_v(input_term(p_row, bias, hidden + j, n) + load_n(r_row + padded + j, n));
+    v16 o = sigmoid_v(input_term(p_row, bias, 2 * hidden + j, n) + load_n(r_row + 2 * padded + j, n));
+    v16 gg = tanh_v(input_term(p_row, bias, 3 * hidden + j, n) + load_n(r_row + 3 * padded + j, n));
+    v16 c = f * load_n(c_prev + j, n) + i * gg;
+    v16 h = o * tanh_v(c);
+    store_n(C + row + j, c, n);
+    store_n(H + row + j, h, n);
+    store_n(a_row + j, i, n);
+    store_n(a_row + hidden + j, f, n);
+    store_n(a_row + 2 * hidden + j, o, n);
+    store_n(a_row + 3 * hidden + j, gg, n);
+  }
+};
+
+struct LstmBackward {
+  static constexpr int kGates = 4;
+  const float *A, *C, *C0, *DH, *DC_final;
+  float *D, *dc;  // dc: the running dc carry, which ends as dc_0
+  long batch, hidden;
+
+  void start(long unit_begin, long unit_end) { copy_units(dc, hidden, DC_final, hidden, batch, unit_begin, unit_end); }
+
+  void prefetch(long t, long b, long unit_begin, long units) const {
+    const long row = (t * batch + b) * hidden;
+    for (int g = 0; g < 4; ++g) {
+      prefetch_span(A + 4 * row + g * hidden + unit_begin, units, false);
+      prefetch_span(D + 4 * row + g * hidden + unit_begin, units, true);
+    }
+    prefetch_span(C + row + unit_begin, units, false);
+    prefetch_span(DH + row + unit_begin, units, false);
+  }
+
+  void finish(long, float*, long) const {}
+
+  void derivs(long t, long t_prev, long b, long j, int n, const float* dh_carry_row) const {
+    const float* a_row = A + (t * batch + b) * 4 * hidden;
+    float* d_row = D + (t * batch + b) * 4 * hidden;
+    const long row = (t * batch + b) * hidden;
+    const float* c_prev = t_prev < 0 ? C0 + b * hidden : C + (t_prev * batch + b) * hidden;
+    v16 i = load_n(a_row + j, n), f = load_n(a_row + hidden + j, n);
+    v16 o = load_n(a_row + 2 * hidden + j, n), gg = load_n(a_row + 3 * hidden + j, n);
+    v16 tanh_c = tanh_v(load_n(C + row + j, n));
+    v16 dh = load_n(DH + row + j, n) + load_n(dh_carry_row + j, n);
+    v16 dc_t = load_n(dc + b * hidden + j, n) + dh * o * (1.0f - tanh_c * tanh_c);
+    const v16 d_gates[4] = {dc_t * gg * i * (1.0f - i), dc_t * load_n(c_prev + j, n) * f * (1.0f - f),
+                            dh * tanh_c * o * (1.0f - o), dc_t * i * (1.0f - gg * gg)};
+    for (int g = 0; g < 4; ++g) store_n(d_row + g * hidden + j, d_gates[g], n);
+    store_n(dc + b * hidden + j, dc_t * f, n);
+  }
+};
+
 ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected,
                            ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 2> h0,
                            ffi::Buffer<ffi::F32, 2> c0, ffi::Buffer<ffi::F32, 1> bias,
@@ -146,71 +307,12 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
     return error;
   }
   if (steps == 0 || batch == 0) return ffi::Error::Success();
-  const float* P = projected.typed_data();
-  const float* W = weight.typed_data();
-  const float* H0 = h0.typed_data();
-  const float* C0 = c0.typed_data();
-  const float* bias_in = bias.typed_data();
-  float* H = hs->typed_data();
-  float* C = cs->typed_data();
-  float* A = acts->typed_data();
-  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
-  // packed[g][p][k][16] = W[g·H + 16p + c, k] (zero beyond H); rec[b][g·padded + 16p + c] = (h_{t-1} W^T)[b, g·H + 16p + c].
-  // h_{t-1} is multiplied from a k-major copy (h_copy[k·B + b]), double-buffered so that one phase boundary per
-  // step suffices; each chunk writes its units of h_t there after its gate arithmetic.
-  const long ldr = 4 * padded + kLanes;
-  AlignedBuffer packed(4 * padded * hidden), rec(batch * ldr), h_copy(2 * batch * hidden);
-
-  const std::function<void(long, long)> work = [&](long phase, long chunk) {
-    long first, last;
-    chunk_panels(chunk, chunks, panels, first, last);
-    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
-    if (phase == 0) {  // pack this chunk's weight panels; copy its units of h0
-      pack_gate_panels(W, 4, hidden, panels, first, last, packed.data);
-      to_k_major(h_copy.data, H0, hidden, batch, unit_begin, unit_end);
-      return;
-    }
-    const long s = phase - 1, t = reverse ? steps - 1 - s : s;
-    const float* h_prev = h_copy.data + (s % 2) * batch * hidden;
-    float* h_next = h_copy.data + ((s + 1) % 2) * batch * hidden;
-    const float* c_prev = s == 0 ? C0 : C + (reverse ? t + 1 : t - 1) * batch * hidden;
-    const long units = unit_end - unit_begin;
-    for (long b = 0; b < batch; ++b) {
-      const long row = (t * batch + b) * hidden;
-      for (int g = 0; g < 4; ++g) {
-        prefetch_span(P + 4 * row + g * hidden + unit_begin, units, false);
-        prefetch_span(A + 4 * row + g * hidden + unit_begin, units, true);
-      }
-      prefetch_span(C + row + unit_begin, units, true);
-      prefetch_span(H + row + unit_begin, units, true);
-    }
-    forward_step_panels(h_prev, batch, packed.data, 4, panels, hidden, rec.data, ldr, first, last,
-                        [&](long b, long j) {
-      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
-      const float* p_row = P + (t * batch + b) * 4 * hidden;
-      const float* r_row = rec.data + b * ldr;
-      float* a_row = A + (t * batch + b) * 4 * hidden;
-      const long row = (t * batch + b) * hidden;
-      v16 i = sigmoid_v(input_term(p_row, bias_in, j, n) + load_n(r_row + j, n));
-      v16 f = sigmoid_v(input_term(p_row, bias_in, hidden + j, n) + load_n(r_row + padded + j, n));
-      v16 o = sigmoid_v(input_term(p_row, bias_in, 2 * hidden + j, n) + load_n(r_row + 2 * padded + j, n));
-      v16 gg = tanh_v(input_term(p_row, bias_in, 3 * hidden + j, n) + load_n(r_row + 3 * padded + j, n));
-      v16 c = f * load_n(c_prev + b * hidden + j, n) + i * gg;
-      v16 h = o * tanh_v(c);
-      store_n(C + row + j, c, n);
-      store_n(H + row + j, h, n);
-      store_n(a_row + j, i, n);
-      store_n(a_row + hidden + j, f, n);
-      store_n(a_row + 2 * hidden + j, o, n);
-      store_n(a_row + 3 * hidden + j, gg, n);
-    });
-    to_k_major(h_next, H + t * batch * hidden, hidden, batch, unit_begin, unit_end);
-  };
-  run_phased(pool, helper_count(pool, 8 * batch * hidden * hidden, chunks), steps + 1, chunks, work);
+  const LstmForward cell{projected.typed_data(), bias.typed_data(), c0.typed_data(), hs->typed_data(),
+                         cs->typed_data(), acts->typed_data(), batch, hidden};
+  forward_loop(pool, cell, steps, batch, hidden, weight.typed_data(), h0.typed_data(), cell.H, reverse != 0);
   return ffi::Error::Success();
 }
 
-// ------------------------------------------------------------------------------------------ backward
 ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 3> acts,
                             ffi::Buffer<ffi::F32, 3> cs, ffi::Buffer<ffi::F32, 2> c0,
                             ffi::Buffer<ffi::F32, 3> d_hs, ffi::Buffer<ffi::F32, 2> d_h_final,
@@ -222,75 +324,13 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
       error.failure()) {
     return error;
   }
-  const float* W = weight.typed_data();
-  const float* A = acts.typed_data();
-  const float* C = cs.typed_data();
-  const float* C0 = c0.typed_data();
-  const float* DH = d_hs.typed_data();
-  const float* DH_final = d_h_final.typed_data();
-  const float* DC_final = d_c_final.typed_data();
-  float* D = d_pre->typed_data();
-  float* dh_out = d_h0->typed_data();
-  float* dc_out = d_c0->typed_data();  // doubles as the running dc carry
   if (batch == 0) return ffi::Error::Success();
-  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
-  const long gates = 4 * hidden;
-  // packed[p][n][16] = W[n, 16p + c] (zero beyond H); dh_carry (B, padded) = d_pre_{t} W, for step t-1.
-  // d_pre_t is multiplied from a k-major, double-buffered copy (see the forward's h_copy).
-  const long ldc = padded + kLanes;
-  AlignedBuffer packed(padded * gates), dh_carry(batch * ldc), d_copy(2 * batch * gates);
-
-  // Phase 0 packs and loads the final cotangents; phase s+1 first finishes step s-1 (dh_carry = d_pre W for
-  // this chunk's units, which needs every unit's d_pre of that step) and then runs step s's gate derivatives for
-  // the same units, which need only this chunk's dh_carry and dc; phase T+1 finishes the last step.
-  const std::function<void(long, long)> work = [&](long phase, long chunk) {
-    long first, last;
-    chunk_panels(chunk, chunks, panels, first, last);
-    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
-    if (phase == 0) {
-      pack_column_panels(W, gates, hidden, first, last, packed.data);
-      copy_units(dh_carry.data, ldc, DH_final, hidden, batch, unit_begin, unit_end);
-      copy_units(dc_out, hidden, DC_final, hidden, batch, unit_begin, unit_end);
-      return;
-    }
-    const long s = phase - 1;
-    const long t = s == steps ? 0 : (reverse ? s : steps - 1 - s);  // phase T only finishes step T-1
-    if (s < steps) {
-      const long units = unit_end - unit_begin;
-      for (long b = 0; b < batch; ++b) {
-        const long row = (t * batch + b) * hidden;
-        for (int g = 0; g < 4; ++g) {
-          prefetch_span(A + 4 * row + g * hidden + unit_begin, units, false);
-          prefetch_span(D + 4 * row + g * hidden + unit_begin, units, true);
-        }
-        prefetch_span(C + row + unit_begin, units, false);
-        prefetch_span(DH + row + unit_begin, units, false);
-      }
-    }
-    const bool first_step = reverse ? t == steps - 1 : t == 0;
-    const float* c_prev = first_step ? C0 : C + (reverse ? t + 1 : t - 1) * batch * hidden;
-    backward_step_panels(s, steps, batch, hidden, 4, packed.data, d_copy.data + ((s + 1) % 2) * batch * gates,
-                         d_copy.data + (s % 2) * batch * gates, D + t * batch * gates, dh_carry.data, ldc, dh_out,
-                         first, last, [](long) {}, [&](long b, long j) {
-      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
-      const float* a_row = A + (t * batch + b) * gates;
-      float* d_row = D + (t * batch + b) * gates;
-      const long row = (t * batch + b) * hidden;
-      v16 i = load_n(a_row + j, n), f = load_n(a_row + hidden + j, n);
-      v16 o = load_n(a_row + 2 * hidden + j, n), gg = load_n(a_row + 3 * hidden + j, n);
-      v16 tanh_c = tanh_v(load_n(C + row + j, n));
-      v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
-      v16 dc = load_n(dc_out + b * hidden + j, n) + dh * o * (1.0f - tanh_c * tanh_c);
-      const v16 d_gates[4] = {dc * gg * i * (1.0f - i), dc * load_n(c_prev + b * hidden + j, n) * f * (1.0f - f),
-                              dh * tanh_c * o * (1.0f - o), dc * i * (1.0f - gg * gg)};
-      for (int g = 0; g < 4; ++g) store_n(d_row + g * hidden + j, d_gates[g], n);
-      store_n(dc_out + b * hidden + j, dc * f, n);
-    });
-  };
-  run_phased(pool, helper_count(pool, 8 * batch * hidden * hidden, chunks), steps + 2, chunks, work);
+  LstmBackward cell{acts.typed_data(), cs.typed_data(), c0.typed_data(), d_hs.typed_data(), d_c_final.typed_data(),
+                    d_pre->typed_data(), d_c0->typed_data(), batch, hidden};
+  backward_loop(pool, cell, steps, batch, hidden, weight.typed_data(), d_h_final.typed_data(), cell.D,
+                d_h0->typed_data(), reverse != 0);
   return ffi::Error::Success();
 }
-
 
 // ------------------------------------------------------------------------------------------ GRU (reset-after)
 //   forward:  rec = h_{t-1} W^T;  r, u = σ(P_{r,u} + b_{r,u} + rec_{r,u});  ρ = rec_g + b_rg;  g = tanh(P_g + b_g + r ρ)
@@ -298,6 +338,81 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
 //   backward: dh = dhs_t + dh_carry;  d_pre_g = dh u (1-g²);  d_pre_r = d_pre_g ρ r(1-r);  d_pre_u = dh (g - h_{t-1}) u(1-u)
 //             d_projected = (d_pre_r, d_pre_u, d_pre_g);  d_rec = (d_pre_r, d_pre_u, r d_pre_g)
 //             dh_carry = dh (1 - u) + d_rec W                                    outputs d_projected, d_rec, dh_0
+struct GruForward {
+  static constexpr int kGates = 3;
+  const float *P, *bias, *BRG, *H0;
+  float *H, *A;
+  long batch, hidden;
+
+  void prefetch(long t, long b, long unit_begin, long units) const {
+    const long row = (t * batch + b) * hidden;
+    for (int g = 0; g < 3; ++g) prefetch_span(P + 3 * row + g * hidden + unit_begin, units, false);
+    for (int g = 0; g < 4; ++g) prefetch_span(A + 4 * row + g * hidden + unit_begin, units, true);
+    prefetch_span(H + row + unit_begin, units, true);
+  }
+
+  void step(long t, long t_prev, long b, long j, int n, const float* r_row, long padded) const {
+    const float* p_row = P + (t * batch + b) * 3 * hidden;
+    float* a_row = A + (t * batch + b) * 4 * hidden;
+    const long row = (t * batch + b) * hidden;
+    const float* h_prev = t_prev < 0 ? H0 + b * hidden : H + (t_prev * batch + b) * hidden;
+    v16 r = sigmoid_v(input_term(p_row, bias, j, n) + load_n(r_row + j, n));
+    v16 u = sigmoid_v(input_term(p_row, bias, hidden + j, n) + load_n(r_row + padded + j, n));
+    v16 rho = load_n(r_row + 2 * padded + j, n) + load_n(BRG + j, n);
+    v16 g = tanh_v(input_term(p_row, bias, 2 * hidden + j, n) + r * rho);
+    v16 h = u * g + (1.0f - u) * load_n(h_prev + j, n);
+    store_n(H + row + j, h, n);
+    store_n(a_row + j, r, n);
+    store_n(a_row + hidden + j, u, n);
+    store_n(a_row + 2 * hidden + j, g, n);
+    store_n(a_row + 3 * hidden + j, rho, n);
+  }
+};
+
+struct GruBackward {
+  static constexpr int kGates = 3;
+  const float *A, *H, *H0, *DH;
+  float *DP, *DR;
+  long batch, hidden;
+  AlignedBuffer direct;  // dh (1 - u) of a step, added to the next phase's d_rec W to give dh_carry
+
+  GruBackward(const float* A, const float* H, const float* H0, const float* DH, float* DP, float* DR, long batch,
+              long hidden)
+      : A(A), H(H), H0(H0), DH(DH), DP(DP), DR(DR), batch(batch), hidden(hidden), direct(batch * hidden) {}
+
+  void start(long, long) {}
+  void prefetch(long, long, long, long) const {}
+
+  void finish(long p, float* dh_carry, long ldc) const {
+    for (long b = 0; b < batch; ++b) {
+      for (long j = p * kLanes; j < std::min((p + 1) * kLanes, hidden); ++j) {
+        dh_carry[b * ldc + j] += direct.data[b * hidden + j];
+      }
+    }
+  }
+
+  void derivs(long t, long t_prev, long b, long j, int n, const float* dh_carry_row) const {
+    const float* a_row = A + (t * batch + b) * 4 * hidden;
+    float* dp_row = DP + (t * batch + b) * 3 * hidden;
+    float* dr_row = DR + (t * batch + b) * 3 * hidden;
+    const long row = (t * batch + b) * hidden;
+    const float* h_prev = t_prev < 0 ? H0 + b * hidden : H + (t_prev * batch + b) * hidden;
+    v16 r = load_n(a_row + j, n), u = load_n(a_row + hidden + j, n);
+    v16 g = load_n(a_row + 2 * hidden + j, n), rho = load_n(a_row + 3 * hidden + j, n);
+    v16 dh = load_n(DH + row + j, n) + load_n(dh_carry_row + j, n);
+    v16 d_pre_g = dh * u * (1.0f - g * g);
+    v16 d_pre_r = d_pre_g * rho * r * (1.0f - r);
+    v16 d_pre_u = dh * (g - load_n(h_prev + j, n)) * u * (1.0f - u);
+    store_n(dp_row + j, d_pre_r, n);
+    store_n(dp_row + hidden + j, d_pre_u, n);
+    store_n(dp_row + 2 * hidden + j, d_pre_g, n);
+    store_n(dr_row + j, d_pre_r, n);
+    store_n(dr_row + hidden + j, d_pre_u, n);
+    store_n(dr_row + 2 * hidden + j, d_pre_g * r, n);
+    store_n(direct.data + b * hidden + j, dh * (1.0f - u), n);
+  }
+};
+
 ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected, ffi::Buffer<ffi::F32, 2> weight,
                           ffi::Buffer<ffi::F32, 1> recurrent_bias, ffi::Buffer<ffi::F32, 2> h0,
                           ffi::Buffer<ffi::F32, 1> bias, ffi::ResultBuffer<ffi::F32, 3> hs,
@@ -313,59 +428,9 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> project
     return error;
   }
   if (steps == 0 || batch == 0) return ffi::Error::Success();
-  const float* P = projected.typed_data();
-  const float* W = weight.typed_data();
-  const float* BRG = recurrent_bias.typed_data();
-  const float* H0 = h0.typed_data();
-  const float* bias_in = bias.typed_data();
-  float* H = hs->typed_data();
-  float* A = acts->typed_data();
-  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
-  const long ldr = 3 * padded + kLanes;  // h_copy k-major, as in the LSTM
-  AlignedBuffer packed(3 * padded * hidden), rec(batch * ldr), h_copy(2 * batch * hidden);
-
-  const std::function<void(long, long)> work = [&](long phase, long chunk) {
-    long first, last;
-    chunk_panels(chunk, chunks, panels, first, last);
-    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
-    if (phase == 0) {
-      pack_gate_panels(W, 3, hidden, panels, first, last, packed.data);
-      to_k_major(h_copy.data, H0, hidden, batch, unit_begin, unit_end);
-      return;
-    }
-    const long s = phase - 1, t = reverse ? steps - 1 - s : s;
-    const float* h_prev = h_copy.data + (s % 2) * batch * hidden;
-    float* h_next = h_copy.data + ((s + 1) % 2) * batch * hidden;
-    const float* h_prev_rows = s == 0 ? H0 : H + (reverse ? t + 1 : t - 1) * batch * hidden;
-    const long units = unit_end - unit_begin;
-    for (long b = 0; b < batch; ++b) {
-      const long row = (t * batch + b) * hidden;
-      for (int g = 0; g < 3; ++g) prefetch_span(P + 3 * row + g * hidden + unit_begin, units, false);
-      for (int g = 0; g < 4; ++g) prefetch_span(A + 4 * row + g * hidden + unit_begin, units, true);
-      prefetch_span(H + row + unit_begin, units, true);
-    }
-    forward_step_panels(h_prev, batch, packed.data, 3, panels, hidden, rec.data, ldr, first, last,
-                        [&](long b, long j) {
-      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
-      const float* p_row = P + (t * batch + b) * 3 * hidden;
-      const float* r_row = rec.data + b * ldr;
-      float* a_row = A + (t * batch + b) * 4 * hidden;
-      const long row = (t * batch + b) * hidden;
-      v16 r = sigmoid_v(input_term(p_row, bias_in, j, n) + load_n(r_row + j, n));
-      v16 u = sigmoid_v(input_term(p_row, bias_in, hidden + j, n) + load_n(r_row + padded + j, n));
-      v16 rho = load_n(r_row + 2 * padded + j, n) + load_n(BRG + j, n);
-      v16 g = tanh_v(input_term(p_row, bias_in, 2 * hidden + j, n) + r * rho);
-      v16 previous = load_n(h_prev_rows + b * hidden + j, n);
-      v16 h = u * g + (1.0f - u) * previous;
-      store_n(H + row + j, h, n);
-      store_n(a_row + j, r, n);
-      store_n(a_row + hidden + j, u, n);
-      store_n(a_row + 2 * hidden + j, g, n);
-      store_n(a_row + 3 * hidden + j, rho, n);
-    });
-    to_k_major(h_next, H + t * batch * hidden, hidden, batch, unit_begin, unit_end);
-  };
-  run_phased(pool, helper_count(pool, 6 * batch * hidden * hidden, chunks), steps + 1, chunks, work);
+  const GruForward cell{projected.typed_data(), bias.typed_data(), recurrent_bias.typed_data(), h0.typed_data(),
+                        hs->typed_data(), acts->typed_data(), batch, hidden};
+  forward_loop(pool, cell, steps, batch, hidden, weight.typed_data(), cell.H0, cell.H, reverse != 0);
   return ffi::Error::Success();
 }
 
@@ -379,66 +444,11 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight
       error.failure()) {
     return error;
   }
-  const float* W = weight.typed_data();
-  const float* A = acts.typed_data();
-  const float* H = hs.typed_data();
-  const float* H0 = h0.typed_data();
-  const float* DH = d_hs.typed_data();
-  const float* DH_final = d_h_final.typed_data();
-  float* DP = d_projected->typed_data();
-  float* DR = d_rec->typed_data();
-  float* dh_out = d_h0->typed_data();
   if (batch == 0) return ffi::Error::Success();
-  const long panels = (hidden + kLanes - 1) / kLanes, padded = panels * kLanes, chunks = chunk_count(panels);
-  const long gates = 3 * hidden, ldc = padded + kLanes;
-  // dh_carry = dh (1 - u) (stored as `direct` by a step) + d_rec W (added by the next phase's product).
-  AlignedBuffer packed(padded * gates), dh_carry(batch * ldc), direct(batch * ldc), d_copy(2 * batch * gates);
-
-  const std::function<void(long, long)> work = [&](long phase, long chunk) {
-    long first, last;
-    chunk_panels(chunk, chunks, panels, first, last);
-    const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
-    if (phase == 0) {
-      pack_column_panels(W, gates, hidden, first, last, packed.data);
-      copy_units(dh_carry.data, ldc, DH_final, hidden, batch, unit_begin, unit_end);
-      return;
-    }
-    const long s = phase - 1;
-    const long t = s == steps ? 0 : (reverse ? s : steps - 1 - s);  // phase T only finishes step T-1
-    const auto add_direct = [&](long p) {  // dh_carry of step s-1 = d_rec W (just multiplied) + dh (1 - u)
-      for (long b = 0; b < batch; ++b) {
-        for (long j = p * kLanes; j < std::min((p + 1) * kLanes, hidden); ++j) {
-          dh_carry.data[b * ldc + j] += direct.data[b * ldc + j];
-        }
-      }
-    };
-    const bool first_step = reverse ? t == steps - 1 : t == 0;
-    const float* h_prev = first_step ? H0 : H + (reverse ? t + 1 : t - 1) * batch * hidden;
-    backward_step_panels(s, steps, batch, hidden, 3, packed.data, d_copy.data + ((s + 1) % 2) * batch * gates,
-                         d_copy.data + (s % 2) * batch * gates, DR + t * batch * gates, dh_carry.data, ldc, dh_out,
-                         first, last, add_direct, [&](long b, long j) {
-      const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
-      const float* a_row = A + (t * batch + b) * 4 * hidden;
-      float* dp_row = DP + (t * batch + b) * gates;
-      float* dr_row = DR + (t * batch + b) * gates;
-      const long row = (t * batch + b) * hidden;
-      v16 r = load_n(a_row + j, n), u = load_n(a_row + hidden + j, n);
-      v16 g = load_n(a_row + 2 * hidden + j, n), rho = load_n(a_row + 3 * hidden + j, n);
-      v16 dh = load_n(DH + row + j, n) + load_n(dh_carry.data + b * ldc + j, n);
-      v16 d_pre_g = dh * u * (1.0f - g * g);
-      v16 d_pre_r = d_pre_g * rho * r * (1.0f - r);
-      v16 d_pre_u = dh * (g - load_n(h_prev + b * hidden + j, n)) * u * (1.0f - u);
-      v16 d_rec_g = d_pre_g * r;
-      store_n(dp_row + j, d_pre_r, n);
-      store_n(dp_row + hidden + j, d_pre_u, n);
-      store_n(dp_row + 2 * hidden + j, d_pre_g, n);
-      store_n(dr_row + j, d_pre_r, n);
-      store_n(dr_row + hidden + j, d_pre_u, n);
-      store_n(dr_row + 2 * hidden + j, d_rec_g, n);
-      store_n(direct.data + b * ldc + j, dh * (1.0f - u), n);
-    });
-  };
-  run_phased(pool, helper_count(pool, 6 * batch * hidden * hidden, chunks), steps + 2, chunks, work);
+  GruBackward cell(acts.typed_data(), hs.typed_data(), h0.typed_data(), d_hs.typed_data(),
+                   d_projected->typed_data(), d_rec->typed_data(), batch, hidden);
+  backward_loop(pool, cell, steps, batch, hidden, weight.typed_data(), d_h_final.typed_data(), cell.DR,
+                d_h0->typed_data(), reverse != 0);
   return ffi::Error::Success();
 }
 
