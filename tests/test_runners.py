@@ -127,7 +127,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.integers(1, 3), steps=st.integers(1, 7), features=st.integers(1, 4), hidden=st.integers(1, 5),
        unroll=st.one_of(st.integers(1, 8), st.just(True)), reverse=st.booleans(), data=st.data())
 def test_property_scan_matches_oracle(batch, steps, features, hidden, unroll, reverse, data):
