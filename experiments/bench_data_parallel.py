@@ -21,6 +21,7 @@ import time
 from typing import Optional, Sequence
 
 from rnn_jax.cli import parse_config
+from rnn_jax.errors import run_command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,4 +110,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_command(main))

@@ -37,6 +37,7 @@ from rnn_jax.hostmem import reuse_freed_memory
 from rnn_jax.cells import get_cell, init_options
 from rnn_jax.lm import LanguageModel, LMConfig
 from rnn_jax.training import (OptimConfig, TrainState, make_eval_step, make_optimizer, make_train_step,
+from rnn_jax.errors import run_command
                               sparse_embedding_pays)
 
 WORKLOADS = {  # name: (V, E=H, layers, T, B, bias)
@@ -703,4 +704,4 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_command(main))

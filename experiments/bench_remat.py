@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from rnn_jax import get_cell, hoisted_scan, param_dtype
 from rnn_jax.cli import parse_config
+from rnn_jax.errors import run_command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,4 +67,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_command(main))

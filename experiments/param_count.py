@@ -18,6 +18,7 @@ import jax
 from rnn_jax import count_params, param_breakdown
 from rnn_jax.cli import parse_config
 from rnn_jax.lm import LanguageModel, LMConfig
+from rnn_jax.errors import run_command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,4 +75,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_command(main))

@@ -13,6 +13,7 @@ import sys
 from typing import Sequence
 
 from rnn_jax.training import load_run_for_sampling, generate
+from rnn_jax.errors import add_debug_flag, run_command
 import jax
 
 
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     model, params, vocab, config = load_run_for_sampling(args.run_dir, which=args.checkpoint)
     prompt = config.sample_prompt if args.prompt is None else args.prompt
@@ -34,4 +36,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_command(main))

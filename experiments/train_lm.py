@@ -16,7 +16,8 @@ from rnn_jax.cli import add_config_arguments, apply_overrides
 from rnn_jax.configs import PRESETS, get_preset
 from rnn_jax.hostmem import reuse_freed_memory
 from rnn_jax.parallel import initialize_distributed
-from rnn_jax.training import TrainConfig, TrainingInterrupted, train
+from rnn_jax.training import TrainConfig, train
+from rnn_jax.errors import add_debug_flag, run_command
 
 
 def main(argv: Sequence[str] | None = None):
@@ -28,6 +29,7 @@ def main(argv: Sequence[str] | None = None):
     parser.add_argument("--no-reuse-host-memory", action="store_true",
                         help="leave glibc malloc as it is (by default freed memory is reused: see rnn_jax.hostmem)")
     add_config_arguments(parser, TrainConfig)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if not args.no_reuse_host_memory:
         reuse_freed_memory()  # before the first JAX computation, so XLA's threads share the tuned arena
@@ -37,16 +39,12 @@ def main(argv: Sequence[str] | None = None):
     run_dir = args.run_dir or f"runs/{preset.name}"
     print(f"config {preset.name}: {preset.command}\n  expected: {preset.expected}\n  source: {preset.source}")
     overridden = config != preset.config
-    try:
-        result = train(config if (not args.resume or overridden) else None, run_dir, resume=args.resume,
-                       progress=not args.no_progress)
-    except TrainingInterrupted as stopped:
-        print(f"stopped: {stopped}", file=sys.stderr)
-        sys.exit(stopped.exit_code)
+    result = train(config if (not args.resume or overridden) else None, run_dir, resume=args.resume,
+                   progress=not args.no_progress)  # SIGTERM/SIGINT: run_command reports it, exit 128 + signal
     if result.sample:
         print("\nsample:\n" + result.sample)
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_command(main))

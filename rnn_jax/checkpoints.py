@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import pathlib
 from typing import Any, Callable
@@ -27,8 +28,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
+from rnn_jax.errors import ExpectedError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(ExpectedError, RuntimeError):
     """No usable checkpoint (none saved, or every one damaged)."""
 
 
@@ -44,6 +47,15 @@ def tree_digest(tree: Any) -> str:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    while error is not None:
+        if getattr(error, "errno", None) == errno.ENOSPC or any(
+                mark in str(error) for mark in ("RESOURCE_EXHAUSTED", "No space left on device")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class Checkpointer:
@@ -65,6 +77,7 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(preservation_policy=preservation, enable_async_checkpointing=False,
                                                create=True, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._closed = False
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -76,8 +89,15 @@ class Checkpointer:
         metrics = None if valid_nll is None else {"valid_nll": float(valid_nll)}
         record = dict(record, tree_sha256=tree_digest(tree))
         args = ocp.args.Composite(state=ocp.args.StandardSave(tree), record=ocp.args.JsonSave(record))
-        saved = self.manager.save(step, args=args, metrics=metrics, force=True)
-        self.manager.wait_until_finished()
+        try:
+            saved = self.manager.save(step, args=args, metrics=metrics, force=True)
+            self.manager.wait_until_finished()
+        except Exception as error:  # noqa: BLE001 - tensorstore reports a full disk as a ValueError
+            if not _is_disk_full(error):
+                raise
+            raise CheckpointError(f"the disk is full: checkpoint {step} could not be saved in {self.directory}. "
+                                  "The checkpoints saved before it are intact; free some space, then continue "
+                                  "the run with --resume") from error
         return bool(saved)
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict]:
@@ -142,4 +162,7 @@ class Checkpointer:
         return target
 
     def close(self) -> None:
-        self.manager.close()
+        """Stops the manager's threads (safe to call more than once)."""
+        if not self._closed:
+            self._closed = True
+            self.manager.close()

@@ -18,6 +18,8 @@ import dataclasses
 import typing
 from typing import Any, Sequence, TypeVar
 
+from rnn_jax.errors import add_debug_flag
+
 T = TypeVar("T")
 
 
@@ -78,4 +80,5 @@ def parse_config(default: T, argv: Sequence[str] | None = None, description: str
     """Parses `--field-name value` overrides of a dataclass instance."""
     parser = argparse.ArgumentParser(description=description)
     add_config_arguments(parser, type(default))
+    add_debug_flag(parser)
     return apply_overrides(default, parser.parse_args(argv))

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import pathlib
 
+from rnn_jax.errors import ConfigError
 from rnn_jax.data import DataConfig
 from rnn_jax.lm import LMConfig
 from rnn_jax.training import OptimConfig, TrainConfig
@@ -116,4 +117,4 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown config {name!r}; expected one of {sorted(PRESETS)}") from None
+        raise ConfigError(f"unknown config {name!r}; expected one of {sorted(PRESETS)}") from None

@@ -43,12 +43,14 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from rnn_jax.errors import ExpectedError
+
 EOS = "<eos>"
 UNK = "<unk>"
 LEVELS = ("char", "word")
 
 
-class DataError(ValueError):
+class DataError(ExpectedError, ValueError):
     """A corpus, vocabulary or download is unusable; the message names the file and the problem."""
 
 

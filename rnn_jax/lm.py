@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax.errors import ConfigError
 from rnn_jax import _checks, cells
 from rnn_jax.cells import get_cell, output_size
 from rnn_jax.output import (REDUCTIONS, OutputParams, output_logits, output_nll, reduce_nll,  # noqa: F401
@@ -83,15 +84,15 @@ class LMConfig:
         for name in ("vocab_size", "embed_size", "hidden_size", "num_layers", "unroll"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"LMConfig.{name} must be a positive int; got {value!r}")
+                raise ConfigError(f"LMConfig.{name} must be a positive int; got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LMConfig.dropout must be in [0, 1); got {self.dropout}")
+            raise ConfigError(f"LMConfig.dropout must be in [0, 1); got {self.dropout}")
         cell = get_cell(self.cell, proj_size=self.proj_size)
         if self.tie_weights and self.embed_size != output_size(cell, self.hidden_size):
-            raise ValueError(f"tie_weights needs embed_size == the recurrent output size; got E={self.embed_size}, "
+            raise ConfigError(f"tie_weights needs embed_size == the recurrent output size; got E={self.embed_size}, "
                              f"output size {output_size(cell, self.hidden_size)}")
         if self.initializer == "uniform" and self.init_scale is None:
-            raise ValueError("initializer='uniform' needs init_scale")
+            raise ConfigError("initializer='uniform' needs init_scale")
 
 
 class LMParams(NamedTuple):

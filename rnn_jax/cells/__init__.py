@@ -32,6 +32,7 @@ import importlib
 import inspect
 from typing import Any, Callable
 
+from rnn_jax.errors import ConfigError
 from rnn_jax.cells import cifg, elman, gru, indrnn, lstm, mgu, peephole
 from rnn_jax.cells._common import HiddenState
 from rnn_jax.cells.base import Cell, FusedSpec, HoistableCell, Recurrence, check_cell, output_size, param_dtype
@@ -75,10 +76,10 @@ def _import_cell(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"cell {path!r}: cannot import module {module_name!r} ({error}). Check the path "
+        raise ConfigError(f"cell {path!r}: cannot import module {module_name!r} ({error}). Check the path "
                          "`package.module:attribute` and that the module is on PYTHONPATH.") from None
     if not hasattr(module, attribute):
-        raise ValueError(f"cell {path!r}: module {module_name!r} has no attribute {attribute!r}")
+        raise ConfigError(f"cell {path!r}: module {module_name!r} has no attribute {attribute!r}")
     return check_cell(getattr(module, attribute), f"cell {path!r}")
 
 
@@ -93,16 +94,16 @@ def get_cell(name: str, **arguments) -> Any:
         try:
             return FACTORIES[name](**given)
         except TypeError as error:
-            raise ValueError(f"cell {name!r} does not take these arguments ({error})") from None
+            raise ConfigError(f"cell {name!r} does not take these arguments ({error})") from None
     if ":" in name:
         cell = _import_cell(name)
     elif name in CELLS:
         cell = CELLS[name]
     else:
-        raise ValueError(f"unknown cell {name!r}; expected one of {names()} or an import path "
+        raise ConfigError(f"unknown cell {name!r}; expected one of {names()} or an import path "
                          "'package.module:attribute'")
     if given:
-        raise ValueError(f"cell {name!r} takes no arguments; got {sorted(given)}")
+        raise ConfigError(f"cell {name!r} takes no arguments; got {sorted(given)}")
     return cell
 
 
@@ -118,7 +119,7 @@ def init_options(cell: Any, offered: dict[str, Any], defaults: dict[str, Any] | 
     accepted = {key: value for key, value in offered.items() if key in parameters}
     for key, value in offered.items():
         if key not in parameters and (defaults is None or defaults.get(key) != value):
-            raise ValueError(f"option {key}={value!r} does not apply to this cell: its init takes "
+            raise ConfigError(f"option {key}={value!r} does not apply to this cell: its init takes "
                              f"{', '.join(list(parameters)[3:]) or 'no options'}. Leave {key} at its default.")
     return accepted
 
@@ -130,7 +131,7 @@ for _name, _cell in {"lstm": lstm, "gru": gru, "elman": elman, "peephole_lstm": 
 
 def _lstmp(proj_size: int | None = None) -> LSTMPCell:
     if proj_size is None:
-        raise ValueError("cell 'lstmp' needs proj_size (the projection size P)")
+        raise ConfigError("cell 'lstmp' needs proj_size (the projection size P)")
     return LSTMPCell(proj_size)
 
 

@@ -24,6 +24,8 @@ import contextvars
 import os
 from typing import Iterator, Optional
 
+from rnn_jax.errors import ConfigError
+
 MODES = ("auto", "off", "require")
 ENV = "RNN_JAX_NATIVE"
 _ENV_VALUES = {"": "auto", "1": "auto", "auto": "auto", "0": "off", "off": "off", "require": "require"}
@@ -32,7 +34,7 @@ _scoped: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("rnn_jax
 
 def check_mode(mode: str, where: str = "native mode") -> str:
     if mode not in MODES:
-        raise ValueError(f"{where} must be one of {', '.join(MODES)}; got {mode!r}")
+        raise ConfigError(f"{where} must be one of {', '.join(MODES)}; got {mode!r}")
     return mode
 
 

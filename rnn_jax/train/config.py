@@ -13,6 +13,7 @@ import dataclasses
 import typing
 from typing import Any, Optional
 
+from rnn_jax.errors import ConfigError
 from rnn_jax import data as data_lib
 from rnn_jax.kernels import policy
 from rnn_jax.lm import REDUCTIONS, LMConfig
@@ -51,15 +52,15 @@ class OptimConfig:
 
     def __post_init__(self):
         if self.name not in optim.OPTIMIZERS:
-            raise ValueError(f"OptimConfig.name must be one of {sorted(optim.OPTIMIZERS)}; got {self.name!r}")
+            raise ConfigError(f"OptimConfig.name must be one of {sorted(optim.OPTIMIZERS)}; got {self.name!r}")
         if self.schedule not in optim.SCHEDULES:
-            raise ValueError(f"OptimConfig.schedule must be one of {sorted(optim.SCHEDULES)}; got {self.schedule!r}")
+            raise ConfigError(f"OptimConfig.schedule must be one of {sorted(optim.SCHEDULES)}; got {self.schedule!r}")
         if not self.learning_rate > 0:
-            raise ValueError(f"OptimConfig.learning_rate must be > 0; got {self.learning_rate}")
+            raise ConfigError(f"OptimConfig.learning_rate must be > 0; got {self.learning_rate}")
         if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"OptimConfig.clip_norm must be > 0 or None; got {self.clip_norm}")
+            raise ConfigError(f"OptimConfig.clip_norm must be > 0 or None; got {self.clip_norm}")
         if self.warmup_steps < 0 or self.decay_after < 0 or not self.decay > 0:
-            raise ValueError("OptimConfig: warmup_steps and decay_after must be >= 0 and decay > 0")
+            raise ConfigError("OptimConfig: warmup_steps and decay_after must be >= 0 and decay > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,8 @@ class TrainConfig:
         checkpoint_every: windows between mid-epoch checkpoints (0: only at the end of each epoch).
         keep_checkpoints: how many recent checkpoints to keep (the best on validation is kept as well).
         max_bad_steps: consecutive non-finite steps (skipped, never applied) before the run stops.
+        stop_on_divergence: stop (with an error, saving nothing more) when an epoch's validation loss is not finite,
+            more than one nat above a uniform guess (log V), or more than twice the best so far.
         sample_length: tokens generated at the end of the run (0: none).
         sample_prompt: the prompt of that sample.
         sample_temperature: its temperature.
@@ -104,6 +107,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     max_bad_steps: int = 10
+    stop_on_divergence: bool = True
     sample_length: int = 300
     sample_prompt: str = "The "
     sample_temperature: float = 0.8
@@ -114,19 +118,19 @@ class TrainConfig:
         for name in ("batch_size", "num_steps", "epochs", "log_every", "keep_checkpoints", "max_bad_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive int; got {value!r}")
+                raise ConfigError(f"TrainConfig.{name} must be a positive int; got {value!r}")
         for name in ("eval_batch_size", "max_windows_per_epoch", "num_devices"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"TrainConfig.{name} must be a positive int or None; got {value!r}")
+                raise ConfigError(f"TrainConfig.{name} must be a positive int or None; got {value!r}")
         if self.checkpoint_every < 0 or self.sample_length < 0:
-            raise ValueError("TrainConfig.checkpoint_every and sample_length must be >= 0")
+            raise ConfigError("TrainConfig.checkpoint_every and sample_length must be >= 0")
         if self.loss_reduction not in REDUCTIONS[:2]:
-            raise ValueError(f"TrainConfig.loss_reduction must be one of {REDUCTIONS[:2]}; got {self.loss_reduction!r}")
+            raise ConfigError(f"TrainConfig.loss_reduction must be one of {REDUCTIONS[:2]}; got {self.loss_reduction!r}")
         if self.native is not None:
             policy.check_mode(self.native, "TrainConfig.native")
         if not self.sample_temperature >= 0:
-            raise ValueError(f"TrainConfig.sample_temperature must be >= 0; got {self.sample_temperature}")
+            raise ConfigError(f"TrainConfig.sample_temperature must be >= 0; got {self.sample_temperature}")
 
 
 def config_to_dict(config: Any) -> dict:
@@ -139,7 +143,7 @@ def config_from_dict(cls: type, values: dict) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
     kwargs = {}
     for name, value in values.items():
         kind = hints[name]

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import signal
 import threading
 import time
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnn_jax.errors import ConfigError, DivergenceError, ExpectedError
 from rnn_jax import data as data_lib
 from rnn_jax import kernels, parallel
 from rnn_jax.checkpoints import Checkpointer
@@ -42,14 +44,14 @@ from rnn_jax.lm import LanguageModel, LMParams
 from rnn_jax.runlog import RunLog
 from rnn_jax.train.config import TrainConfig, config_to_dict
 from rnn_jax.train.optim import learning_rate_schedule, make_optimizer
-from rnn_jax.train.progress import progress_bar
+from rnn_jax.train.progress import perplexity_text, progress_bar
 from rnn_jax.train.run_dir import load_corpus, resolve_config, write_atomically
 from rnn_jax.train.sampling import generate
 from rnn_jax.train.sparse_embedding import sparse_embedding_pays
 from rnn_jax.train.step import TrainState, evaluate, make_eval_step, make_train_step
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(ExpectedError, FloatingPointError):
     """Too many consecutive training steps had a non-finite loss or gradient."""
 
 
@@ -100,7 +102,8 @@ class TrainResult:
 @dataclasses.dataclass
 class LoopPosition:
     """Where the loop stands, saved with every checkpoint: epochs and windows done, time spent, the best
-    validation loss so far, skipped steps, and the running sums of the current epoch."""
+    validation loss so far, skipped steps, the running sums of the current epoch and the (nll, grad norm) pairs
+    since the last log line, so that a resumed run logs the same figures as an uninterrupted one."""
 
     epoch: int = 0
     window: int = 0
@@ -112,6 +115,9 @@ class LoopPosition:
     epoch_nll: float = 0.0
     epoch_windows: int = 0
     epoch_seconds: float = 0.0
+    epoch_skipped: int = 0
+    bad_in_row: int = 0
+    running: list = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_record(cls, record: dict) -> "LoopPosition":
@@ -203,32 +209,30 @@ class _Run:
         config, position = self.config, self.position
         start = time.perf_counter() - position.elapsed
         history = [event for event in self.runlog.events() if event.get("kind") == "epoch"]
-        self.bad_in_row = 0
         for epoch in range(position.epoch, config.epochs):
             if position.window == 0:
                 self.carry = self.fresh_carry()
                 position.epoch_nll, position.epoch_windows, position.epoch_seconds = 0.0, 0, 0.0
+                position.epoch_skipped, position.running = 0, []
             epoch_start = time.perf_counter() - position.epoch_seconds
             clock = self.clocks(start, epoch_start)
             bar = progress_bar(self.windows_per_epoch, position.window, f"epoch {epoch + 1}/{config.epochs}",
                                enabled=self.progress and self.primary)
-            running: list = []
             for index in range(position.window, self.windows_per_epoch):
                 if stop["signum"] is not None:
                     bar.close()
                     self.interrupt(stop["signum"], clock)
-                if self._window(index, epoch, running, clock):
+                if self._window(index, epoch, clock):
                     bar.update(1)
-                    if running and position.windows % config.log_every == 0:
-                        self._log_train(epoch, running, bar, clock)
-                        running = []
+                    if position.running and position.windows % config.log_every == 0:
+                        self._log_train(epoch, bar, clock)
             bar.close()
             history.append(self._end_epoch(epoch, clock))
             if stop["signum"] is not None and epoch + 1 < config.epochs:
                 self.interrupt(stop["signum"], clock)
         return history
 
-    def _window(self, index: int, epoch: int, running: list, clock) -> bool:
+    def _window(self, index: int, epoch: int, clock) -> bool:
         """One train step on window `index`; whether it was applied."""
         config, position = self.config, self.position
         inputs, targets = data_lib.window(self.rows, index, config.num_steps)
@@ -240,10 +244,10 @@ class _Run:
         if not metrics["finite"]:
             self._skipped(index, epoch, float(metrics["loss"]))
             return False
-        self.bad_in_row = 0
+        position.bad_in_row = 0
         position.epoch_nll += float(metrics["nll"])
         position.epoch_windows += 1
-        running.append((float(metrics["nll"]), float(metrics["grad_norm"])))
+        position.running.append((float(metrics["nll"]), float(metrics["grad_norm"])))
         if config.checkpoint_every and position.window % config.checkpoint_every == 0 \
                 and position.window < self.windows_per_epoch:
             position.elapsed, position.epoch_seconds = clock()
@@ -251,24 +255,26 @@ class _Run:
         return True
 
     def _skipped(self, index: int, epoch: int, loss: float) -> None:
-        self.bad_in_row += 1
-        self.position.skipped_steps += 1
-        self.runlog.write({"kind": "skipped", "windows": self.position.windows, "epoch": epoch + 1, "loss": loss})
-        if self.bad_in_row >= self.config.max_bad_steps:
-            self.checkpointer.close()
+        position = self.position
+        position.bad_in_row += 1
+        position.skipped_steps += 1
+        position.epoch_skipped += 1
+        self.runlog.write({"kind": "skipped", "windows": position.windows, "epoch": epoch + 1, "loss": loss})
+        if position.bad_in_row >= self.config.max_bad_steps:
             raise NonFiniteError(
-                f"{self.bad_in_row} consecutive non-finite training steps (the last at window {index} of epoch "
+                f"{position.bad_in_row} consecutive non-finite training steps (the last at window {index} of epoch "
                 f"{epoch + 1}, run step {self.position.windows}); none was applied. The last good checkpoint in "
                 f"{self.checkpointer.directory} is intact; lower the learning rate or check the data")
 
-    def _log_train(self, epoch: int, running: list, bar, clock) -> None:
-        config = self.config
+    def _log_train(self, epoch: int, bar, clock) -> None:
+        config, running = self.config, self.position.running
         mean_nll = float(np.mean([nll for nll, _ in running]))
         elapsed, epoch_seconds = clock()
         tokens_per_s = self.position.epoch_windows * config.batch_size * config.num_steps / max(epoch_seconds, 1e-9)
         bar.set_postfix(loss=f"{mean_nll:.3f}", ppl=f"{math.exp(min(mean_nll, 50)):.1f}", tok_s=f"{tokens_per_s:,.0f}")
         self.runlog.write({"kind": "train", "windows": self.position.windows, "epoch": epoch + 1, "wall_s": elapsed,
                            "train_nll": mean_nll, "grad_norm": running[-1][1], "tokens_per_s": tokens_per_s})
+        self.position.running = []
 
     def _learning_rate(self) -> float:
         if self.schedule is not None:
@@ -282,24 +288,47 @@ class _Run:
         _, epoch_time = clock()
         valid = evaluate(self.model, self.state.params, self.corpus.valid, self.eval_batch, config.num_steps,
                          self.eval_step, mesh=self.mesh)
-        train_nll = position.epoch_nll / max(position.epoch_windows, 1)
+        train_nll = position.epoch_nll / position.epoch_windows if position.epoch_windows else None
         position.epoch, position.window, position.elapsed = epoch + 1, 0, clock()[0]
-        if position.best_valid_nll is None or valid["nll"] < position.best_valid_nll:
+        best_before = position.best_valid_nll
+        if math.isfinite(valid["nll"]) and (best_before is None or valid["nll"] < best_before):
             position.best_valid_nll, position.best_step = valid["nll"], position.windows
         event = {"kind": "epoch", "epoch": epoch + 1, "windows": position.windows, "step": int(self.state.step),
                  "wall_s": position.elapsed, "learning_rate": self._learning_rate(), "train_nll": train_nll,
-                 "train_perplexity": math.exp(min(train_nll, 700)), "valid_nll": valid["nll"],
-                 "valid_perplexity": valid["perplexity"], "skipped_steps": position.skipped_steps,
+                 "train_perplexity": None if train_nll is None else math.exp(min(train_nll, 700)),
+                 "valid_nll": valid["nll"], "valid_perplexity": valid["perplexity"],
+                 "skipped_steps": position.skipped_steps, "skipped_in_epoch": position.epoch_skipped,
                  "tokens_per_s": position.epoch_windows * config.batch_size * config.num_steps / max(epoch_time, 1e-9)}
-        self.runlog.write(event)
+        diverged = self._divergence(valid["nll"])
+        self.runlog.write(dict(event, diverged=diverged) if diverged else event)
+        if diverged and config.stop_on_divergence:
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1}: {diverged}. The epoch's end was not saved; the best "
+                f"checkpoint (run step {position.best_step}) in {self.checkpointer.directory} is intact. Lower the learning rate or clip the "
+                "gradients (--optim-clip-norm), or pass --stop-on-divergence false to go on regardless")
         self.save(valid_nll=valid["nll"])
         self.runlog.write_csv()
         self.runlog.plot(title=f"{config.model.cell.upper()} {config.model.num_layers}x{config.model.hidden_size}, "
                                f"{self.corpus.description}")
-        self.log(f"epoch {epoch + 1}/{config.epochs}  train ppl {event['train_perplexity']:.2f}  valid ppl "
-                 f"{valid['perplexity']:.2f} ({valid['nll']:.4f} nats/token)  lr {event['learning_rate']:.4g}  "
-                 f"{event['tokens_per_s']:,.0f} tok/s  {position.elapsed:.0f}s")
+        skipped = f"  {position.epoch_skipped} steps skipped (non-finite)" if position.epoch_skipped else ""
+        self.log(f"epoch {epoch + 1}/{config.epochs}  train ppl {perplexity_text(train_nll)}  valid ppl "
+                 f"{perplexity_text(valid['nll'])} ({valid['nll']:.4g} nats/token)  lr {event['learning_rate']:.4g}  "
+                 f"{event['tokens_per_s']:,.0f} tok/s  {position.elapsed:.0f}s{skipped}")
         return event
+
+    def _divergence(self, valid_nll: float) -> str | None:
+        """Why an epoch's validation loss means the run diverged, or None: not finite, more than one nat above a
+        uniform guess over the vocabulary, or more than twice the best epoch's."""
+        uniform = math.log(self.corpus.vocab.size)
+        best = self.position.best_valid_nll
+        if not math.isfinite(valid_nll):
+            return f"the validation loss is {valid_nll}"
+        if valid_nll > uniform + 1.0:
+            return (f"the validation loss {valid_nll:.4g} nats/token is more than one nat above a uniform guess "
+                    f"(log V = {uniform:.4g})")
+        if best is not None and valid_nll > 2.0 * best and self.position.best_step != self.position.windows:
+            return f"the validation loss {valid_nll:.4g} nats/token is more than twice the best so far ({best:.4g})"
+        return None
 
     def finish(self, run_dir: pathlib.Path, history: list) -> "TrainResult":
         """Evaluates the best parameters on valid and test, samples, writes summary.json."""
@@ -320,8 +349,8 @@ class _Run:
                    "epochs": config.epochs, "skipped_steps": position.skipped_steps, "sample": sample}
         if self.primary:
             write_atomically(run_dir / "summary.json", json.dumps(summary, indent=2))
-        self.log(f"best valid ppl {valid['perplexity']:.2f} ({valid['nll']:.4f} nats/token), test ppl "
-                 f"{test['perplexity']:.2f} ({test['nll']:.4f} nats/token); run saved in {run_dir}")
+        self.log(f"best valid ppl {perplexity_text(valid['nll'])} ({valid['nll']:.4f} nats/token), test ppl "
+                 f"{perplexity_text(test['nll'])} ({test['nll']:.4f} nats/token); run saved in {run_dir}")
         return TrainResult(run_dir=run_dir, config=config, history=history, valid=valid, test=test, sample=sample,
                            params=best_params, train_step=self.train_step, vocab=self.corpus.vocab)
 
@@ -349,18 +378,30 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
         `TrainResult`.
     """
     run_dir = pathlib.Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"the run directory {run_dir} is a file; give a directory (a new one, or one holding a run)")
     config = resolve_config(config, run_dir, resume)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     primary = jax.process_index() == 0  # in a multi-host run only the first process writes logs and files
     log = log if primary else (lambda _: None)
-    with kernels.native_mode(config.native):
-        corpus, config = load_corpus(config, run_dir, resume, primary, log)
-        run = _Run(config, corpus, run_dir, optimizer, primary, log, progress)
-        if resume:
-            run.restore(run_dir)
-        log(f"{corpus.description}: {len(corpus.train):,} train / {len(corpus.valid):,} valid / {len(corpus.test):,} "
-            f"test tokens, vocabulary {corpus.vocab.size} ({corpus.vocab.level} level); {run.windows_per_epoch} "
-            f"windows of {config.batch_size}x{config.num_steps} per epoch")
-        with _stop_on_signals() as stop:
-            history = run.run_epochs(stop)
-        return run.finish(run_dir, history)
+    run = None
+    try:
+        with kernels.native_mode(config.native):
+            corpus, config = load_corpus(config, run_dir, resume, primary, log)
+            run = _Run(config, corpus, run_dir, optimizer, primary, log, progress)
+            if resume:
+                run.restore(run_dir)
+            log(f"{corpus.description}: {len(corpus.train):,} train / {len(corpus.valid):,} valid / "
+                f"{len(corpus.test):,} test tokens, vocabulary {corpus.vocab.size} ({corpus.vocab.level} level); "
+                f"{run.windows_per_epoch} windows of {config.batch_size}x{config.num_steps} per epoch")
+            with _stop_on_signals() as stop:
+                history = run.run_epochs(stop)
+            return run.finish(run_dir, history)
+    except BaseException:
+        if created and (run is None or run.position.windows == 0):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run that never took a step leaves nothing behind
+        raise
+    finally:
+        if run is not None:
+            run.checkpointer.close()

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Callable
+
+
+def perplexity_text(nll: float | None) -> str:
+    """exp(nll) for people: two decimals, exponent form past a million, "inf" past float range, "-" for None.
+
+    >>> perplexity_text(1.5), perplexity_text(40.0), perplexity_text(2e6), perplexity_text(None)
+    ('4.48', '2.354e+17', 'inf', '-')
+    """
+    if nll is None:
+        return "-"
+    if not math.isfinite(nll) or nll > 700:
+        return "nan" if math.isnan(nll) else "inf"
+    value = math.exp(nll)
+    return f"{value:.2f}" if value < 1e6 else f"{value:.3e}"
 
 
 class LineProgress:

@@ -8,6 +8,7 @@ import os
 import pathlib
 
 from rnn_jax import data as data_lib
+from rnn_jax.errors import ConfigError
 from rnn_jax.train.config import TrainConfig, config_to_dict
 from rnn_jax.train.sampling import saved_config
 
@@ -16,6 +17,18 @@ def write_atomically(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def config_differences(saved: dict, given: dict, prefix: str = "") -> list[str]:
+    """Each field whose value differs, as "model.hidden_size: saved 20, given 32" (nested configs dotted)."""
+    differences = []
+    for key in sorted(set(saved) | set(given)):
+        old, new = saved.get(key), given.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}: saved {old!r}, given {new!r}")
+    return differences
 
 
 def resolve_config(config: TrainConfig | None, run_dir: pathlib.Path, resume: bool) -> TrainConfig:
@@ -27,12 +40,15 @@ def resolve_config(config: TrainConfig | None, run_dir: pathlib.Path, resume: bo
         # vocab_size is derived from the corpus; the device count may change between runs (checkpoints restore
         # on any number of devices), so neither is compared.
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=saved.model.vocab_size))
-        if config_to_dict(dataclasses.replace(config, num_devices=saved.num_devices)) != config_to_dict(saved):
-            raise ValueError(f"--resume: the config differs from the one saved in {run_dir / 'config.json'}; resume "
-                             "without overrides (other than --num-devices), or start a new run directory")
+        differences = config_differences(config_to_dict(saved),
+                                         config_to_dict(dataclasses.replace(config, num_devices=saved.num_devices)))
+        if differences:
+            raise ConfigError(f"cannot resume {run_dir}: the config given differs from the one saved in its "
+                              f"config.json ({'; '.join(differences)}). Resume without those options (--num-devices "
+                              "may change), or start a new run directory")
         return config
     if config is None:
-        raise ValueError("train() needs a config unless resume=True")
+        raise ConfigError("train() needs a config unless resume=True")
     if has_checkpoints:
         raise FileExistsError(f"{run_dir} already holds a run with checkpoints; pass resume=True (--resume) to "
                               "continue it, or choose another run directory (nothing was overwritten)")

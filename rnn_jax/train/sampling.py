@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import sys
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,7 @@ import numpy as np
 import optax
 
 from rnn_jax import data as data_lib
-from rnn_jax.checkpoints import Checkpointer
+from rnn_jax.checkpoints import Checkpointer, CheckpointError
 from rnn_jax.lm import LanguageModel, LMParams
 from rnn_jax.train.config import TrainConfig, config_from_dict
 from rnn_jax.train.optim import make_optimizer
@@ -70,13 +72,19 @@ def saved_config(run_dir: pathlib.Path) -> TrainConfig:
     """The config saved in a run directory."""
     path = run_dir / "config.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; is {run_dir} a run directory?")
+        what = "does not exist" if not run_dir.exists() else "is not a run directory (it has no config.json)"
+        raise FileNotFoundError(f"{run_dir} {what}; give the run directory of a training run (runs/<config> by "
+                                "default)")
     return config_from_dict(TrainConfig, json.loads(path.read_text(encoding="utf-8")))
 
 
 def load_run_for_sampling(run_dir: str | os.PathLike, which: str = "best",
-                          optimizer: optax.GradientTransformation | None = None):
+                          optimizer: optax.GradientTransformation | None = None,
+                          report: Callable[[str], None] = lambda message: print(message, file=sys.stderr)):
     """(model, params, vocabulary, config) of a saved run, from its best or newest intact checkpoint.
+
+    As a resumed run does, it skips damaged checkpoints (each one reported) and takes the newest intact one;
+    "best" takes the best on validation where that one is intact, else the newest intact.
 
     `optimizer`: the one the run was trained with, if it was not built from its config (`train(optimizer=...)`).
     """
@@ -93,9 +101,13 @@ def load_run_for_sampling(run_dir: str | os.PathLike, which: str = "best",
                            key=jax.random.PRNGKey(0)), model.initial_state(config.batch_size))
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.keep_checkpoints)
     try:
-        (state, _), record, step = checkpointer.restore_latest(template)
-        if which == "best" and record.get("best_step") not in (None, step):
-            (state, _), _ = checkpointer.restore(record["best_step"], template)
+        (state, _), record, step = checkpointer.restore_latest(template, report=report)
+        best = record.get("best_step")
+        if which == "best" and best not in (None, step) and best in checkpointer.steps():
+            try:
+                (state, _), _ = checkpointer.restore(best, template)
+            except CheckpointError as damaged:
+                report(f"{damaged}; sampling from the newest intact checkpoint ({step}) instead")
     finally:
         checkpointer.close()
     return model, state.params, vocab, config

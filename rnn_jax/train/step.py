@@ -48,9 +48,9 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
                     native: bool | None = None, sparse_embedding: bool = False) -> Callable:
     """The (unjitted) train step `(state, carry, inputs, targets) -> (state, carry, metrics)`.
 
-    The incoming carry is a constant (no gradient across windows). A step whose loss or gradients are not
-    finite (tested through the gradient norm, which also flags a norm beyond float32's range) is not applied:
-    parameters, optimiser state and carry stay as they were, `metrics["finite"]` is False. metrics: loss (as
+    The incoming carry is a constant (no gradient across windows). A step whose loss, gradients or updated
+    parameters are not finite (tested through their norms, which also flag a norm beyond float32's range) is not
+    applied: parameters, optimiser state and carry stay as they were, `metrics["finite"]` is False. metrics: loss (as
     reduced), nll (token mean, nats), grad_norm, finite. The model's runner (default "fused") runs the layers;
     the loss is `rnn_jax.output.output_nll` (`native=False` keeps its XLA form; None follows the native policy).
 
@@ -83,14 +83,19 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
                 lambda p: loss_of_rows(p, embed(p, inputs), carry, targets, dropout_key), has_aux=True)(state.params)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         grad_norm = _global_norm(grads)
-        # A NaN or inf in any gradient makes the norm non-finite, so one scalar test replaces a pass over every
-        # leaf (that pass cost ~10 ms of a zaremba_medium step); a norm beyond float32's range counts as non-finite.
-        finite = jnp.logical_and(jnp.isfinite(loss), jnp.isfinite(grad_norm))
+        if sparse_embedding:
+            candidate_norm = sparse.updated_norm(state.params, updates)
+        else:
+            candidate = optax.apply_updates(state.params, updates)
+            candidate_norm = _global_norm(candidate)
+        # One scalar per tree instead of a pass over every leaf (that pass cost ~10 ms of a zaremba_medium step):
+        # a NaN or inf anywhere makes the norm non-finite, and so does a norm beyond float32's range.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(candidate_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         if sparse_embedding:
             params = sparse.apply_sparse(state.params, updates, row_ids, finite, keep)
         else:
-            params = keep(optax.apply_updates(state.params, updates), state.params)
+            params = keep(candidate, state.params)
         new_state = TrainState(step=state.step + finite.astype(state.step.dtype), params=params,
                                opt_state=keep(opt_state, state.opt_state), key=key)
         metrics = {"loss": loss, "nll": nll, "grad_norm": grad_norm, "finite": finite}
