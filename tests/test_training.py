@@ -288,8 +288,8 @@ def final_checkpoint(run_dir, config):
     return tree, record, step
 
 
-# mid-epoch 1, end of epoch 1, mid-epoch 2 (the first and last in `-m slow`; the kill tests cut at random points)
-@pytest.mark.parametrize("cut_after", [pytest.param(5, marks=pytest.mark.slow), 12,
+# mid-epoch 1 (between two log lines), end of epoch 1, mid-epoch 2 (the last two in `-m slow`)
+@pytest.mark.parametrize("cut_after", [5, pytest.param(12, marks=pytest.mark.slow),
                                        pytest.param(15, marks=pytest.mark.slow)])
 def test_resumed_run_equals_uninterrupted_run(text_file, tmp_path, cut_after):
     config = small_config(text_file)
@@ -311,14 +311,18 @@ def test_resumed_run_equals_uninterrupted_run(text_file, tmp_path, cut_after):
     assert [e["valid_nll"] for e in full.history] == [e["valid_nll"] for e in resumed.history]
     assert [e["train_nll"] for e in full.history] == [e["train_nll"] for e in resumed.history]
     assert full.sample == resumed.sample and full.test == resumed.test
+    timing = ("wall_s", "tokens_per_s")
+    logged = [[{k: v for k, v in json.loads(line).items() if k not in timing}
+               for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (tmp_path / "full", partial)]
+    assert logged[0] == logged[1]  # every figure, running means of the training loss included
 
 
 def test_resume_checks(text_file, tmp_path):
     config = small_config(text_file, epochs=1)
-    with pytest.raises(FileNotFoundError, match="config.json does not exist"):
+    with pytest.raises(FileNotFoundError, match="nothing does not exist"):
         train(None, tmp_path / "nothing", resume=True, progress=False)
     train(config, tmp_path / "run", progress=False, log=lambda _: None)
-    with pytest.raises(ValueError, match="config differs from the one saved"):
+    with pytest.raises(ValueError, match=r"differs from the one saved .*\(seed: saved 0, given 5\)"):
         train(dataclasses.replace(config, seed=5), tmp_path / "run", resume=True, progress=False)
     data_lib.Vocabulary(tokens=("a", "<unk>"), level="char").save(tmp_path / "run" / "vocab.json")
     with pytest.raises(data_lib.DataError, match="vocab.json has 2 entries but the checkpointed model has vocab_size"):
@@ -368,3 +372,17 @@ def test_learns_a_markov_source_down_to_its_entropy_rate(tmp_path):
     gap = result.test["nll"] - entropy_rate  # no model can beat the source's entropy rate (beyond sampling noise)
     print(f"Markov source: entropy rate {entropy_rate:.4f} nats/symbol, test NLL {result.test['nll']:.4f}, gap {gap:.4f}")
     assert -0.02 < gap < 0.03, f"test NLL {result.test['nll']:.4f}, entropy rate {entropy_rate:.4f}"
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse_embedding"])
+def test_step_whose_updated_parameters_overflow_is_not_applied(sparse):
+    """Finite loss and gradients, but an update that takes the parameters out of float32's range."""
+    model = LanguageModel(LMConfig(vocab_size=9, embed_size=4, hidden_size=8))
+    optimizer = make_optimizer(OptimConfig(name="sgd", learning_rate=1e37, clip_norm=None), 10, 100)
+    state = make_state(model, optimizer)
+    inputs = jnp.array([[1, 3, 2], [0, 1, 2]])
+    new_state, _, metrics = jax.jit(make_train_step(model, optimizer, "token_mean", sparse_embedding=sparse))(
+        state, model.initial_state(2), inputs, inputs)
+    assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+    assert not bool(metrics["finite"]) and int(new_state.step) == 0
+    chex.assert_trees_all_equal(new_state.params, state.params)

@@ -218,8 +218,8 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(corpus, tmp_path):
         train(config, tmp_path / "run", progress=False, log=lambda _: None)
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sum(e["kind"] == "skipped" for e in events) == 3
-    tree, step = final_state(tmp_path / "run")  # the last good checkpoint is intact and finite
-    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(tree[0].params))
+    # The updated parameters overflow from the first step, so no step was applied and none was checkpointed.
+    assert not [e for e in (tmp_path / "run" / "checkpoints").iterdir() if e.name.isdigit()]
 
 
 @pytest.mark.slow  # two whole runs; the resume tests compare runs bit for bit in the default run
@@ -237,3 +237,64 @@ def test_same_config_and_seed_give_identical_runs(corpus, tmp_path):
     assert logs[0] == logs[1]
     chex.assert_trees_all_equal(final_state(tmp_path / "a")[0], final_state(tmp_path / "b")[0])
     assert runs[0].sample == runs[1].sample
+
+
+def run_cli(capsys, argv):
+    from experiments import train_lm
+    from rnn_jax.errors import run_command
+
+    code = run_command(train_lm.main, argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def tiny_cli(corpus, run_dir, *extra):
+    return ["--data-source", str(corpus), "--data-max-vocab", "none", "--run-dir", str(run_dir), "--no-progress",
+            "--model-hidden-size", "8", "--model-embed-size", "8", "--batch-size", "8", "--num-steps", "8",
+            "--max-windows-per-epoch", "4", "--sample-length", "0", *extra]
+
+
+def test_exploding_sgd_is_never_applied_nor_saved(corpus, tmp_path, capsys):
+    """Every update overflows the parameters: no step is applied, nothing non-finite is saved, the run stops."""
+    code, out, err = run_cli(capsys, tiny_cli(corpus, tmp_path / "run", "--optim-name", "sgd", "--optim-learning-rate",
+                                              "1e39", "--optim-clip-norm", "none", "--max-bad-steps", "3"))
+    assert code == 1 and err.startswith("error: 3 consecutive non-finite training steps") and "Traceback" not in err
+    assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))
+
+
+def test_an_epoch_without_an_applied_step_says_so(corpus, tmp_path, capsys):
+    code, out, err = run_cli(capsys, tiny_cli(corpus, tmp_path / "run", "--optim-name", "sgd", "--optim-learning-rate",
+                                              "1e39", "--optim-clip-norm", "none", "--epochs", "1"))
+    assert code == 0, err
+    assert "train ppl -  valid ppl" in out and "4 steps skipped (non-finite)" in out
+    event = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert event["train_nll"] is None and event["skipped_in_epoch"] == 4
+
+
+def test_divergence_stops_the_run_unless_asked_to_go_on(corpus, tmp_path, capsys):
+    diverging = ("--optim-name", "adam", "--optim-learning-rate", "1e6", "--optim-clip-norm", "none", "--epochs", "2")
+    code, out, err = run_cli(capsys, tiny_cli(corpus, tmp_path / "run", *diverging))
+    assert code == 1 and err.startswith("error: training diverged in epoch 1: the validation loss") and \
+        "above a uniform guess" in err and "--stop-on-divergence false" in err
+    assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))  # the diverged state was not saved
+    event = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert event["kind"] == "epoch" and "uniform guess" in event["diverged"]
+    code, out, err = run_cli(capsys, tiny_cli(corpus, tmp_path / "on", *diverging, "--stop-on-divergence", "false"))
+    assert code == 0, err
+    assert all(len(line) < 200 for line in out.splitlines())  # perplexities in exponent form, never 300 digits
+    assert "e+" in out.split("valid ppl ")[1].split()[0] or "inf" in out.split("valid ppl ")[1].split()[0]
+
+
+def test_sampling_falls_back_to_the_newest_intact_checkpoint(corpus, uninterrupted, tmp_path, capsys):
+    from experiments import sample
+    from rnn_jax.errors import run_command
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    steps = sorted(int(e.name) for e in (run_dir / "checkpoints").iterdir() if e.name.isdigit())
+    damage(run_dir / "checkpoints" / str(steps[-1]), "bytes_flipped")
+    for step in steps[:-2]:  # the best one the intact record names is gone as well
+        shutil.rmtree(run_dir / "checkpoints" / str(step))
+    assert run_command(sample.main, ["--run-dir", str(run_dir), "--length", "5"]) == 0
+    err = capsys.readouterr().err
+    assert f"checkpoint {steps[-1]} in" in err and "is damaged" in err
