@@ -36,8 +36,8 @@ from rnn_jax.cli import parse_config
 from rnn_jax.hostmem import reuse_freed_memory
 from rnn_jax.cells import get_cell, init_options
 from rnn_jax.lm import LanguageModel, LMConfig
-from rnn_jax.training import (OptimConfig, TrainState, make_eval_step, make_optimizer, make_train_step,
 from rnn_jax.errors import run_command
+from rnn_jax.training import (OptimConfig, TrainState, make_eval_step, make_optimizer, make_train_step,
                               sparse_embedding_pays)
 
 WORKLOADS = {  # name: (V, E=H, layers, T, B, bias)
