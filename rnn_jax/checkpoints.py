@@ -18,8 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import logging
 import pathlib
 from typing import Any, Callable
 
@@ -49,6 +51,17 @@ def tree_digest(tree: Any) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _quiet_orbax():
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _is_disk_full(error: BaseException) -> bool:
     while error is not None:
         if getattr(error, "errno", None) == errno.ENOSPC or any(
@@ -76,7 +89,8 @@ class Checkpointer:
         ])
         options = ocp.CheckpointManagerOptions(preservation_policy=preservation, enable_async_checkpointing=False,
                                                create=True, cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        with _quiet_orbax():  # it reads every step's metadata; damage is reported when a step is restored
+            self.manager = ocp.CheckpointManager(self.directory, options=options)
         self._closed = False
 
     def steps(self) -> list[int]:
@@ -108,7 +122,8 @@ class Checkpointer:
         """
         args = ocp.args.Composite(state=ocp.args.StandardRestore(template), record=ocp.args.JsonRestore())
         try:
-            restored = self.manager.restore(step, args=args)
+            with _quiet_orbax():  # a damaged file is reported once, below, not also by orbax's own log lines
+                restored = self.manager.restore(step, args=args)
         except Exception as e:  # orbax and tensorstore raise many types for damaged files
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise CheckpointError(f"checkpoint {step} in {self.directory} is damaged: {type(e).__name__}: "

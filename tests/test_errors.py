@@ -48,7 +48,8 @@ BAD_INPUTS = [
     ("num steps 0", None, ["--num-steps", "0"], 2, ["TrainConfig.num_steps must be a positive int; got 0"]),
     ("hidden size 0", None, ["--model-hidden-size", "0"], 2, ["LMConfig.hidden_size must be a positive int"]),
     ("unknown cell", None, ["--model-cell", "lstmm"], 2, ["unknown cell 'lstmm'", "expected one of"]),
-    ("NaN learning rate", None, ["--optim-learning-rate", "nan"], 2, ["learning_rate must be > 0; got nan"]),
+    ("NaN learning rate", None, ["--optim-learning-rate", "nan"], 2, ["learning_rate must be > 0", "got nan"]),
+    ("learning rate 1e39", None, ["--optim-learning-rate", "1e39"], 2, ["within float32's range", "got 1e+39"]),
     ("unknown optimiser", None, ["--optim-name", "adamm"], 2, ["OptimConfig.name must be one of"]),
 ]
 

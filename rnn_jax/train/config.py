@@ -20,6 +20,9 @@ from rnn_jax.lm import REDUCTIONS, LMConfig
 from rnn_jax.train import optim
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """Optimiser and learning-rate schedule.
@@ -55,8 +58,9 @@ class OptimConfig:
             raise ConfigError(f"OptimConfig.name must be one of {sorted(optim.OPTIMIZERS)}; got {self.name!r}")
         if self.schedule not in optim.SCHEDULES:
             raise ConfigError(f"OptimConfig.schedule must be one of {sorted(optim.SCHEDULES)}; got {self.schedule!r}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"OptimConfig.learning_rate must be > 0; got {self.learning_rate}")
+        if not 0 < self.learning_rate <= FLOAT32_MAX:
+            raise ConfigError(f"OptimConfig.learning_rate must be > 0 and within float32's range (<= 3.4e38); got "
+                              f"{self.learning_rate}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ConfigError(f"OptimConfig.clip_norm must be > 0 or None; got {self.clip_norm}")
         if self.warmup_steps < 0 or self.decay_after < 0 or not self.decay > 0:

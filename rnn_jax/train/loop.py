@@ -290,8 +290,8 @@ class _Run:
                          self.eval_step, mesh=self.mesh)
         train_nll = position.epoch_nll / position.epoch_windows if position.epoch_windows else None
         position.epoch, position.window, position.elapsed = epoch + 1, 0, clock()[0]
-        best_before = position.best_valid_nll
-        if math.isfinite(valid["nll"]) and (best_before is None or valid["nll"] < best_before):
+        diverged = self._divergence(valid["nll"])
+        if not diverged and (position.best_valid_nll is None or valid["nll"] < position.best_valid_nll):
             position.best_valid_nll, position.best_step = valid["nll"], position.windows
         event = {"kind": "epoch", "epoch": epoch + 1, "windows": position.windows, "step": int(self.state.step),
                  "wall_s": position.elapsed, "learning_rate": self._learning_rate(), "train_nll": train_nll,
@@ -299,13 +299,14 @@ class _Run:
                  "valid_nll": valid["nll"], "valid_perplexity": valid["perplexity"],
                  "skipped_steps": position.skipped_steps, "skipped_in_epoch": position.epoch_skipped,
                  "tokens_per_s": position.epoch_windows * config.batch_size * config.num_steps / max(epoch_time, 1e-9)}
-        diverged = self._divergence(valid["nll"])
         self.runlog.write(dict(event, diverged=diverged) if diverged else event)
         if diverged and config.stop_on_divergence:
+            saved = (f"the best checkpoint (run step {position.best_step}) in {self.checkpointer.directory} is intact"
+                     if position.best_step is not None else "no checkpoint holds a diverged state")
             raise DivergenceError(
-                f"training diverged in epoch {epoch + 1}: {diverged}. The epoch's end was not saved; the best "
-                f"checkpoint (run step {position.best_step}) in {self.checkpointer.directory} is intact. Lower the learning rate or clip the "
-                "gradients (--optim-clip-norm), or pass --stop-on-divergence false to go on regardless")
+                f"training diverged in epoch {epoch + 1}: {diverged}. The epoch's end was not saved; {saved}. Lower "
+                "the learning rate or clip the gradients (--optim-clip-norm), or pass --stop-on-divergence false to "
+                "go on regardless")
         self.save(valid_nll=valid["nll"])
         self.runlog.write_csv()
         self.runlog.plot(title=f"{config.model.cell.upper()} {config.model.num_layers}x{config.model.hidden_size}, "
@@ -326,7 +327,7 @@ class _Run:
         if valid_nll > uniform + 1.0:
             return (f"the validation loss {valid_nll:.4g} nats/token is more than one nat above a uniform guess "
                     f"(log V = {uniform:.4g})")
-        if best is not None and valid_nll > 2.0 * best and self.position.best_step != self.position.windows:
+        if best is not None and valid_nll > 2.0 * best:
             return f"the validation loss {valid_nll:.4g} nats/token is more than twice the best so far ({best:.4g})"
         return None
 
