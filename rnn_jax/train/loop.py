@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +26,6 @@ import os
 import pathlib
 import shutil
 import signal
-import threading
 import time
 from typing import Callable, Optional
 
@@ -47,40 +45,13 @@ from rnn_jax.train.optim import learning_rate_schedule, make_optimizer
 from rnn_jax.train.progress import perplexity_text, progress_bar
 from rnn_jax.train.run_dir import load_corpus, resolve_config, write_atomically
 from rnn_jax.train.sampling import generate
+from rnn_jax.train.signals import TrainingInterrupted, stop_on_signals
 from rnn_jax.train.sparse_embedding import sparse_embedding_pays
 from rnn_jax.train.step import TrainState, evaluate, make_eval_step, make_train_step
 
 
 class NonFiniteError(ExpectedError, FloatingPointError):
     """Too many consecutive training steps had a non-finite loss or gradient."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGTERM or SIGINT stopped the run after saving a checkpoint; `exit_code` is 128 + the signal number."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
-        self.exit_code = 128 + signum
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """Records SIGTERM/SIGINT in `flag["signum"]` instead of dying, so the loop can save first (main thread only)."""
-    flag: dict[str, Optional[int]] = {"signum": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, _frame):
-        flag["signum"] = signum
-
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield flag
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 @dataclasses.dataclass
@@ -396,7 +367,7 @@ def train(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: boo
             log(f"{corpus.description}: {len(corpus.train):,} train / {len(corpus.valid):,} valid / "
                 f"{len(corpus.test):,} test tokens, vocabulary {corpus.vocab.size} ({corpus.vocab.level} level); "
                 f"{run.windows_per_epoch} windows of {config.batch_size}x{config.num_steps} per epoch")
-            with _stop_on_signals() as stop:
+            with stop_on_signals() as stop:
                 history = run.run_epochs(stop)
             return run.finish(run_dir, history)
     except BaseException:

@@ -77,12 +77,10 @@ def sparse_gradients(loss_of_rows: Callable, embed: Callable, params, carry, inp
     return loss, aux, grads._replace(embedding=d_table), row_ids
 
 
-def updated_norm(params, updates) -> jax.Array:
-    """The norm that tells whether `apply_sparse` gives finite parameters: the dense parameters after their
-    updates, and the table's row updates (the table itself was finite before the step)."""
-    others = optax.apply_updates(params._replace(embedding=None), updates._replace(embedding=None))
-    leaves = jax.tree.leaves(others) + [updates.embedding]
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves))
+def updated_values(params, updates):
+    """What decides whether `apply_sparse` gives finite parameters: the dense parameters after their updates, and
+    the table's row updates (the table itself was finite before the step)."""
+    return optax.apply_updates(params._replace(embedding=None), updates._replace(embedding=None)), updates.embedding
 
 
 def apply_sparse(params, updates, row_ids, finite, keep: Callable):

@@ -84,7 +84,7 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         grad_norm = _global_norm(grads)
         if sparse_embedding:
-            candidate_norm = sparse.updated_norm(state.params, updates)
+            candidate_norm = _global_norm(sparse.updated_values(state.params, updates))
         else:
             candidate = optax.apply_updates(state.params, updates)
             candidate_norm = _global_norm(candidate)
