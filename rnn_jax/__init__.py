@@ -14,13 +14,14 @@ from rnn_jax.cells import (CELLS, HiddenState, LSTMPCell, cifg, elman, get_cell,
                            mgu, output_size, param_dtype, peephole, register_cell)
 from rnn_jax.counting import count_params, param_breakdown
 from rnn_jax.fused import fused_scan
-from rnn_jax.runners import get_runner, hoisted_scan, run_sequence, scan, unrolled
+from rnn_jax.runners import associative_scan, get_runner, hoisted_scan, run_sequence, scan, unrolled
 from rnn_jax.stack import Stacked, run_layers
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CELLS",
+    "associative_scan",
     "LSTMPCell",
     "cifg",
     "ln_gru",

@@ -57,8 +57,8 @@ class LMConfig:
         gru_reset_after: the cuDNN/PyTorch reset-after form (cells whose init takes `reset_after`, e.g. the GRU).
         dropout: rate on the non-recurrent connections (0 disables).
         same_mask_over_time: reuse one dropout mask at every time step.
-        runner: "fused" (the fast path, `rnn_jax.fused_scan`), "hoisted" (input products before the loop), "scan"
-            or "unrolled".
+        runner: "fused" (the fast path, `rnn_jax.fused_scan`), "hoisted" (input products before the loop), "scan",
+            "unrolled" or "associative" (a parallel scan over time, for state-linear cells such as minGRU).
         unroll: `lax.scan` unroll factor.
     """
 

@@ -127,7 +127,7 @@ def run_layers(cell, params: tuple, carries: tuple, xs: jax.Array, *, runner: st
         params: tuple of L per-layer parameters.
         carries: tuple of L per-layer carries.
         xs: (*batch, T, E), or (T, *batch, E) with time_major=True.
-        runner: "fused" (default), "hoisted", "scan" or "unrolled" (see `rnn_jax.runners.get_runner`).
+        runner: "fused" (default), "hoisted", "scan", "unrolled" or "associative" (see `rnn_jax.runners.get_runner`).
         between_layers: optional `f(layer_index, hs) -> hs` applied to layer l's outputs before layer l+1
             (for example dropout); not applied after the top layer.
         **scan_kwargs: unroll, reverse, time_major, seq_lengths, mask, resets, remat (as in `rnn_jax.scan`);

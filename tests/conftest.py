@@ -8,7 +8,7 @@ import jax
 import pytest
 
 from rnn_jax import LSTMPCell, cifg, elman, gru, ln_gru, ln_lstm, lstm, mgu, peephole
-from rnn_jax.cells import indrnn
+from rnn_jax.cells import indrnn, lru, mingru, minlstm, rglru, slstm
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
@@ -26,7 +26,15 @@ CELL_CASES = [
     pytest.param(cifg, {}, id="cifg"),
     pytest.param(mgu, {}, id="mgu"),
     pytest.param(indrnn, {}, id="indrnn"),
+    pytest.param(mingru, {}, id="mingru"),
+    pytest.param(minlstm, {}, id="minlstm"),
+    pytest.param(lru, {}, id="lru"),
+    pytest.param(rglru, {}, id="rglru"),
+    pytest.param(slstm, {}, id="slstm"),
 ]
+
+# The state-linear cells: their `associative_scan` equals `scan` (tests/test_associative.py).
+LINEAR_CELL_CASES = [case for case in CELL_CASES if case.id in ("mingru", "minlstm", "lru", "rglru")]
 
 
 @pytest.fixture

@@ -81,7 +81,8 @@ def test_gradients_match_finite_differences(cell, opts, x64):
 
 
 def test_registry():
-    assert set(CELLS) == {"lstm", "gru", "elman", "peephole_lstm", "ln_lstm", "ln_gru", "cifg", "mgu", "indrnn"}
+    assert set(CELLS) == {"lstm", "gru", "elman", "peephole_lstm", "ln_lstm", "ln_gru", "cifg", "mgu", "indrnn",
+                          "mingru", "minlstm", "lru", "rglru", "slstm"}
     assert get_cell("gru") is CELLS["gru"]
     assert get_cell("lstmp", proj_size=4) == LSTMPCell(4)
     with pytest.raises(ValueError, match="unknown cell 'lstmm'"):

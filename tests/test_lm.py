@@ -21,7 +21,8 @@ def model_and_params(**overrides):
     return model, model.init(jax.random.key(0))
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "elman", "peephole_lstm", "ln_lstm", "ln_gru", "cifg", "mgu", "lstmp"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman", "peephole_lstm", "ln_lstm", "ln_gru", "cifg", "mgu", "lstmp",
+                                  "indrnn", "mingru", "minlstm", "lru", "rglru", "slstm"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_shapes_every_cell(cell, num_layers):
     proj = 3 if cell == "lstmp" else None
@@ -42,6 +43,16 @@ def test_notes_network_has_4400_weights_plus_embedding():
 def test_runners_agree_inside_the_model(runner):
     model, params = model_and_params(num_layers=2, cell="gru")
     other = LanguageModel(LMConfig(vocab_size=11, embed_size=4, hidden_size=5, num_layers=2, cell="gru", runner=runner))
+    tokens = jax.random.randint(jax.random.key(1), (B, T), 0, 11)
+    np.testing.assert_allclose(model.apply(params, model.initial_state(B), tokens)[0],
+                               other.apply(params, other.initial_state(B), tokens)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "lru"])
+def test_the_associative_runner_inside_the_model(cell):
+    model, params = model_and_params(num_layers=2, cell=cell)
+    other = LanguageModel(LMConfig(vocab_size=11, embed_size=4, hidden_size=5, num_layers=2, cell=cell,
+                                   runner="associative"))
     tokens = jax.random.randint(jax.random.key(1), (B, T), 0, 11)
     np.testing.assert_allclose(model.apply(params, model.initial_state(B), tokens)[0],
                                other.apply(params, other.initial_state(B), tokens)[0], rtol=1e-5, atol=1e-6)

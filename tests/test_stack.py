@@ -19,8 +19,10 @@ def assert_close(a, b):
 def test_deep_cell_equals_layer_by_layer(cell, opts):
     deep = Stacked(cell, L)
     params = deep.init(jax.random.key(0), E, H, **opts)
-    assert len(params) == L and params[0].U.shape[-1] == E and params[1].U.shape[-1] == output_size(cell, H)
     carry = jax.tree.map(lambda a: a - 0.1, deep.initial_state(H, (B,)))
+    assert len(params) == L  # layer 1 reads E inputs, the others the previous layer's output (cells check sizes)
+    for layer, size in enumerate([E] + [output_size(cell, H)] * (L - 1)):
+        jax.eval_shape(cell.step, params[layer], carry[layer], jnp.zeros((B, size)))
     xs = jax.random.normal(jax.random.key(1), (B, T, E))
     lengths = jnp.array([T, 3])
 

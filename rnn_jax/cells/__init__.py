@@ -16,6 +16,11 @@ Flax modules, the command line, the benchmark) asks `get_cell`, which also accep
 | `cifg` | `rnn_jax.cells.cifg` | i, o, g (f = 1 − i) | Greff et al. 2017 |
 | `mgu` | `rnn_jax.cells.mgu` | f, g | Zhou et al. 2016 |
 | `indrnn` | `rnn_jax.cells.indrnn` | - (diagonal recurrence) | Li et al. 2018 |
+| `mingru` | `rnn_jax.cells.mingru` | z, h (input-only: state-linear) | Feng et al. 2024 |
+| `minlstm` | `rnn_jax.cells.minlstm` | f, i, h (input-only: state-linear) | Feng et al. 2024 |
+| `lru` | `rnn_jax.cells.lru` | - (complex diagonal, state-linear) | Orvieto et al. 2023 |
+| `rglru` | `rnn_jax.cells.rglru` | r, i, v (gated diagonal, state-linear) | De et al. 2024 (Griffin) |
+| `slstm` | `rnn_jax.cells.slstm` | i, f, o, g (exponential input gate, block-diagonal heads) | Beck et al. 2024 (xLSTM) |
 
 Example:
     >>> from rnn_jax.cells import get_cell, register_cell, lstm
@@ -33,7 +38,7 @@ import inspect
 from typing import Any, Callable
 
 from rnn_jax.errors import ConfigError
-from rnn_jax.cells import cifg, elman, gru, indrnn, lstm, mgu, peephole
+from rnn_jax.cells import cifg, elman, gru, indrnn, lru, lstm, mgu, mingru, minlstm, peephole, rglru, slstm
 from rnn_jax.cells._common import HiddenState
 from rnn_jax.cells.base import Cell, FusedSpec, HoistableCell, Recurrence, check_cell, output_size, param_dtype
 from rnn_jax.cells.layernorm import ln_gru, ln_lstm
@@ -125,7 +130,9 @@ def init_options(cell: Any, offered: dict[str, Any], defaults: dict[str, Any] | 
 
 
 for _name, _cell in {"lstm": lstm, "gru": gru, "elman": elman, "peephole_lstm": peephole, "ln_lstm": ln_lstm,
-                     "ln_gru": ln_gru, "cifg": cifg, "mgu": mgu, "indrnn": indrnn}.items():
+                     "ln_gru": ln_gru, "cifg": cifg, "mgu": mgu, "indrnn": indrnn,
+                     "mingru": mingru, "minlstm": minlstm, "lru": lru, "rglru": rglru,
+                     "slstm": slstm}.items():
     register_cell(_name, _cell)
 
 
@@ -138,5 +145,5 @@ def _lstmp(proj_size: int | None = None) -> LSTMPCell:
 register_cell("lstmp", factory=_lstmp)
 
 __all__ = ["CELLS", "Cell", "FACTORIES", "FusedSpec", "HiddenState", "HoistableCell", "LSTMPCell", "Recurrence",
-           "cifg", "elman", "get_cell", "gru", "indrnn", "init_options", "ln_gru", "ln_lstm", "lstm", "mgu", "names",
-           "output_size", "param_dtype", "peephole", "register_cell"]
+           "cifg", "elman", "get_cell", "gru", "indrnn", "init_options", "ln_gru", "ln_lstm", "lru", "lstm", "mgu", "mingru",
+           "minlstm", "names", "output_size", "param_dtype", "peephole", "register_cell", "rglru", "slstm"]

@@ -13,7 +13,10 @@ the Flax Linen and NNX modules and the language model. Two optional hooks make i
   input products of every time step in one matrix product before the loop (`hoisted_scan`);
 - a fused spec, `fused: FusedSpec`: the step split into the input product, one recurrent product (the
   `Recurrence` hook: dense, diagonal or the cell's own) and elementwise math with a hand-written derivative
-  (`fused_scan`); `FusedSpec.native` names a native loop kernel computing the same.
+  (`fused_scan`); `FusedSpec.native` names a native loop kernel computing the same;
+- a state-linear spec, `linear: StateLinear`, for cells whose state update is linear in the state,
+  s_t = a_t ⊙ s_{t-1} + b_t with a_t, b_t computed from x_t alone: every s_t then comes from one parallel prefix
+  scan over time (`associative_scan`), O(log T) deep instead of T sequential steps.
 
 A cell may also define `output_size(hidden_size)` (the size of h when it differs from H, e.g. LSTMP).
 Generic code reads nothing else: parameter and carry fields are the cell's own business, and sizes and dtypes
@@ -96,6 +99,12 @@ def param_dtype(params: Any) -> jnp.dtype:
                     "the cell's init")
 
 
+def state_linear(cell: Any) -> "StateLinear | None":
+    """The cell's state-linear spec, or None for a cell whose update is not linear in its state."""
+    spec = getattr(cell, "linear", None)
+    return spec if isinstance(spec, StateLinear) and can_hoist(cell) else None
+
+
 def output_size(cell: Any, hidden_size: int) -> int:
     """Size of a cell's output h (its `output_size(H)` if it has one, e.g. LSTMP's projection; else H)."""
     size = getattr(cell, "output_size", None)
@@ -112,8 +121,8 @@ class Recurrence(NamedTuple):
         prepare: `f(R) -> R'`, once before the loop (e.g. the transposed dense matrix).
         apply: `f(R', h) -> rec`, inside the loop: h (*batch, H_in) -> rec (*batch, K).
         transpose: `f(R, d_rec) -> d_h`, inside the backward loop: (*batch, K) -> (*batch, H_in).
-        weight_grad: `f(h_prev, d_rec) -> dR` after the backward loop, summed over time and batch:
-            h_prev (T, *batch, H_in), d_rec (T, *batch, K).
+        weight_grad: `f(R, h_prev, d_rec) -> dR` after the backward loop, summed over time and batch:
+            h_prev (T, *batch, H_in), d_rec (T, *batch, K); R gives the gradient's structure (e.g. heads).
         dense: whether R is a (K, H_in) matrix with rec = h R^T (the runner then takes the input and recurrent
             weight gradients in one product when their cotangents are equal).
     """
@@ -129,10 +138,10 @@ class Recurrence(NamedTuple):
 # from folding the transpose back into the product.
 DENSE = Recurrence(prepare=lambda W: jax.lax.optimization_barrier(W.T), apply=lambda W_t, h: h @ W_t,
                    transpose=lambda W, d_rec: d_rec @ W,
-                   weight_grad=lambda h_prev, d_rec: parallel.rows_product(h_prev, d_rec).T, dense=True)
+                   weight_grad=lambda R, h_prev, d_rec: parallel.rows_product(h_prev, d_rec).T, dense=True)
 
 DIAGONAL = Recurrence(prepare=lambda w: w, apply=lambda w, h: h * w, transpose=lambda w, d_rec: d_rec * w,
-                      weight_grad=lambda h_prev, d_rec: (h_prev * d_rec).reshape(-1, d_rec.shape[-1]).sum(0))
+                      weight_grad=lambda R, h_prev, d_rec: (h_prev * d_rec).reshape(-1, d_rec.shape[-1]).sum(0))
 """rec = w ⊙ h for a vector w (K = H_in), as in IndRNN."""
 
 
@@ -180,3 +189,28 @@ def stacked_operands(params: Any, elementwise: Any = None) -> FusedOperands:
     U = params.U.reshape(-1, params.U.shape[-1])  # (G, H, E) -> (G·H, E), a free reshape
     b = None if params.b is None else params.b.reshape(-1)
     return FusedOperands(U=U, b=b, R=params.W.reshape(-1, params.W.shape[-1]), elementwise=elementwise)
+
+
+# ------------------------------------------------------------------------------------------- state-linear
+
+
+class StateLinear(NamedTuple):
+    """How a cell's state s evolves linearly, s_t = a_t ⊙ s_{t-1} + b_t, for `rnn_jax.associative_scan`.
+
+    Every function works on the cell's projected inputs (its `project_inputs(params, x)`), any leading axes, so
+    one call covers all T steps. The cell's own `step_projected` computes the same s_t from the same functions.
+
+    Attributes:
+        coefficients: `f(params, projected) -> (a, b)`, each (*lead, S), real or complex.
+        output: `f(params, s, projected) -> h`: s (*lead, S) -> h (*lead, H_out).
+        state: `f(carry) -> s`, the carry's state as one (*batch, S) array (complex where the cell's is).
+        carry: `f(s, dtype) -> carry`, the inverse of `state`, fields in `dtype`.
+        log_coefficients: `f(params, projected) -> (log a, log b)` for cells whose state stays non-negative,
+            or None: the log-space form (Feng et al. 2024) that `associative_scan(..., log_space=True)` runs.
+    """
+
+    coefficients: Callable
+    output: Callable
+    state: Callable
+    carry: Callable
+    log_coefficients: Any = None

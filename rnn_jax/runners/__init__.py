@@ -9,9 +9,11 @@
 | "hoisted" | `hoisted_scan` | input products for all T before the loop, then `lax.scan` | cells with hoisting hooks |
 | "fused" | `fused_scan` | hoisting, a hand-written backward pass, native loops where allowed | training (the default) |
 | "fused_xla" | `fused_scan(native=False)` | the same with XLA's loops always | comparing with the native loop |
+| "associative" | `associative_scan` | one parallel prefix scan over time, O(log T) deep | state-linear cells, long T |
 
 A runner asked for more than a cell supports runs the nearest one that fits (`rnn_jax.runners._fallback`:
-logged once, recorded in `FALLBACKS`), so every name works with every cell.
+logged once, recorded in `FALLBACKS`), so every name but "associative" works with every cell; "associative" needs
+a cell whose update is linear in its state (minGRU, minLSTM, LRU, RG-LRU) and refuses others with a clear error.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -31,13 +33,15 @@ import jax
 
 from rnn_jax.runners._fallback import FALLBACKS
 from rnn_jax.runners._layout import StepFn
+from rnn_jax.runners.associative import associative_scan
 from rnn_jax.runners.fused import fused_scan, prefetch_scan
 from rnn_jax.runners.scan import hoisted_scan, scan, unrolled
 
 CellRunner = Callable[..., tuple[Any, jax.Array]]
 
 RUNNERS: dict[str, CellRunner] = {"scan": scan, "unrolled": unrolled, "hoisted": hoisted_scan, "fused": fused_scan,
-                                  "fused_xla": functools.partial(fused_scan, native=False)}
+                                  "fused_xla": functools.partial(fused_scan, native=False),
+                                  "associative": associative_scan}
 
 
 def get_runner(name: str) -> CellRunner:
@@ -53,5 +57,5 @@ def run_sequence(cell, params, carry, xs: jax.Array, *, runner: str = "fused", *
     return get_runner(runner)(cell, params, carry, xs, **options)
 
 
-__all__ = ["CellRunner", "FALLBACKS", "RUNNERS", "StepFn", "fused_scan", "get_runner", "hoisted_scan",
+__all__ = ["CellRunner", "associative_scan", "FALLBACKS", "RUNNERS", "StepFn", "fused_scan", "get_runner", "hoisted_scan",
            "prefetch_scan", "run_sequence", "scan", "unrolled"]
