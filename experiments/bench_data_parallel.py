@@ -26,6 +26,22 @@ from rnn_jax.errors import run_command
 
 @dataclasses.dataclass(frozen=True)
 class DataParallelBenchConfig:
+    """Tokens/s of the train step on 1, 2, 4 forced CPU devices (one process per device count).
+
+    Attributes:
+        devices: the device counts to measure, each in its own process.
+        cell: the recurrent cell.
+        vocab_size: V.
+        hidden_size: E = H.
+        num_layers: L.
+        batch_size: B, split over the devices.
+        num_steps: T.
+        repeats: timed repeats per device count (the median is reported).
+        steps_per_repeat: train steps per repeat.
+        out: the JSON file written (none: no file).
+        worker: internal: run the measurement for this many devices and print JSON.
+    """
+
     devices: tuple[int, ...] = (1, 2, 4)
     cell: str = "lstm"
     vocab_size: int = 1000
@@ -36,7 +52,13 @@ class DataParallelBenchConfig:
     repeats: int = 5
     steps_per_repeat: int = 10
     out: Optional[str] = "bench_results/data_parallel.json"
-    worker: int = 0  # internal: run the measurement for this many devices and print JSON
+    worker: int = 0
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        from rnn_jax.cells import names
+
+        return {"cell": names()}
 
 
 def measure(config: DataParallelBenchConfig) -> dict:

@@ -50,6 +50,21 @@ WORKLOADS = {  # name: (V, E=H, layers, T, B, bias)
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
+    """Which workloads, cells and implementations to time, and how long.
+
+    Attributes:
+        configs: workloads (sizes in `WORKLOADS`).
+        cells: recurrent cells (a peer without the cell is reported as skipped).
+        workloads: "train" (loss, gradients and update) and/or "infer" (logits).
+        implementations: rnn_jax's runners, the peers (torch, flax, torch_cuda, jax_rnn) and the products-only
+            reference.
+        rounds: interleaved timing rounds (the median is reported).
+        min_seconds: the least time each implementation is timed per round.
+        compile_lengths: T values of the compile-time measurement (full unroll up to T=64; "" for none).
+        out: the output folder for JSON, markdown and plots (none: no files).
+        reuse_host_memory: call `rnn_jax.hostmem.reuse_freed_memory` first, for the whole process.
+    """
+
     configs: tuple[str, ...] = ("notes", "zaremba_small", "zaremba_medium", "long")
     cells: tuple[str, ...] = ("lstm", "gru")
     workloads: tuple[str, ...] = ("train", "infer")
@@ -57,9 +72,14 @@ class BenchConfig:
                                         "unrolled", "torch", "flax", "torch_cuda", "jax_rnn", "products_only")
     rounds: int = 5
     min_seconds: float = 0.3
-    compile_lengths: tuple[int, ...] = (16, 64, 256, 1024)  # full unroll is measured up to T=64 (T=256: ~2 min)
+    compile_lengths: tuple[int, ...] = (16, 64, 256, 1024)  # a full unroll of T=256 would take ~2 min
     out: Optional[str] = "bench_results"
-    reuse_host_memory: bool = True  # rnn_jax.hostmem.reuse_freed_memory for the whole process (every implementation)
+    reuse_host_memory: bool = True
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        return {"configs": list(WORKLOADS), "workloads": ["train", "infer"],
+                "implementations": list(BenchConfig.implementations)}
 
 
 @dataclasses.dataclass(frozen=True)

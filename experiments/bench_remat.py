@@ -26,12 +26,29 @@ from rnn_jax.errors import run_command
 
 @dataclasses.dataclass(frozen=True)
 class RematBenchConfig:
+    """Temporary memory of jit(grad(loss)) against T, without and with remat="sqrt".
+
+    Attributes:
+        cell: the recurrent cell.
+        input_size: E.
+        hidden_size: H.
+        batch_size: B.
+        lengths: the sequence lengths T measured.
+        out: the JSON file written (none: no file).
+    """
+
     cell: str = "lstm"
     input_size: int = 64
     hidden_size: int = 256
     batch_size: int = 16
     lengths: tuple[int, ...] = (64, 256, 1024, 4096)
     out: Optional[str] = "bench_results/remat.json"
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        from rnn_jax.cells import names
+
+        return {"cell": names()}
 
 
 def temp_bytes(cell, params, xs, remat, hidden_size: int) -> int:

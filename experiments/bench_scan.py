@@ -47,7 +47,20 @@ FORMS: dict[str, Callable] = {
 
 @dataclasses.dataclass(frozen=True)
 class ScanBenchConfig:
-    """Sequential scans against the associative scan for state-linear cells, forward and train step, against T."""
+    """Sequential scans against the associative scan for state-linear cells, forward and train step, against T.
+
+    Attributes:
+        cells: state-linear cells to measure.
+        lengths: the sequence lengths T.
+        forms: ways of running the recurrence ("associative_log" only for cells with log-space coefficients).
+        workloads: "forward" (the states) and/or "train" (loss and parameter gradients).
+        batch_size: B.
+        input_size: E.
+        hidden_size: H.
+        rounds: interleaved timing rounds (the median is reported).
+        min_seconds: the least time each form is timed per round.
+        out: the output folder for JSON, markdown and plots (none: no files).
+    """
 
     cells: tuple[str, ...] = ("mingru", "lru")
     lengths: tuple[int, ...] = (64, 256, 1024, 4096, 16384)
@@ -59,6 +72,13 @@ class ScanBenchConfig:
     rounds: int = 3
     min_seconds: float = 0.3
     out: Optional[str] = "bench_results"
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        from rnn_jax.cells import CELLS
+
+        return {"cells": sorted(name for name, cell in CELLS.items() if base.state_linear(cell) is not None),
+                "forms": list(FORMS), "workloads": ["forward", "train"]}
 
 
 def check_config(config: ScanBenchConfig) -> None:

@@ -23,7 +23,19 @@ from rnn_jax.errors import run_command
 
 @dataclasses.dataclass(frozen=True)
 class ParamCountConfig:
-    """The network to count (defaults: the notes' worked example)."""
+    """The network to count (defaults: the notes' worked example).
+
+    Attributes:
+        cell: the recurrent cell.
+        embed_size: E.
+        hidden_size: H.
+        vocab_size: V.
+        num_layers: L.
+        use_bias: biases b_* in the recurrent cells.
+        output_bias: the output layer's bias c.
+        gru_reset_after: the cuDNN/PyTorch reset-after GRU (its second bias).
+        json: print the counts as JSON instead of a table.
+    """
 
     cell: str = "lstm"
     embed_size: int = 10
@@ -34,6 +46,12 @@ class ParamCountConfig:
     output_bias: bool = False
     gru_reset_after: bool = False
     json: bool = False
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        from rnn_jax.cells import names
+
+        return {"cell": names()}
 
 
 def count(config: ParamCountConfig) -> dict:

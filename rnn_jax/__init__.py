@@ -10,14 +10,14 @@ A cell is three pure functions over NamedTuple pytrees (the lecture notes' notat
 
 from rnn_jax import initializers
 from rnn_jax._checks import DTypeError, ShapeError
-from rnn_jax.cells import (CELLS, HiddenState, LSTMPCell, cifg, elman, get_cell, gru, indrnn, ln_gru, ln_lstm, lstm,
-                           mgu, output_size, param_dtype, peephole, register_cell)
+from rnn_jax.cells import (CELLS, HiddenState, LSTMPCell, cifg, elman, get_cell, gru, indrnn, ln_gru, ln_lstm, lru, lstm,
+                           mgu, mingru, minlstm, output_size, param_dtype, peephole, register_cell, rglru, slstm)
 from rnn_jax.counting import count_params, param_breakdown
 from rnn_jax.fused import fused_scan
 from rnn_jax.runners import associative_scan, get_runner, hoisted_scan, run_sequence, scan, unrolled
 from rnn_jax.stack import Stacked, run_layers
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CELLS",
@@ -27,6 +27,11 @@ __all__ = [
     "ln_gru",
     "ln_lstm",
     "mgu",
+    "mingru",
+    "minlstm",
+    "lru",
+    "rglru",
+    "slstm",
     "output_size",
     "peephole",
     "DTypeError",

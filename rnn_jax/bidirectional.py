@@ -6,7 +6,7 @@ With `seq_lengths` (right padding) the backward direction starts at each sequenc
 padded tail is skipped), and padded outputs are zero in both directions. `merge` is "concat" (2H features),
 "sum", or any function `f(forward_hs, backward_hs) -> hs`.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import gru
     >>> from rnn_jax.bidirectional import Bidirectional

@@ -1,6 +1,6 @@
 """Learnable initial states: a carry with no batch axes, trained like any parameter, broadcast per batch.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> from rnn_jax import lstm, carry
     >>> learned = carry.learnable_state(lstm, hidden_size=8)          # LSTMState(h (8,), c (8,)), zeros

@@ -10,7 +10,7 @@ checkpoint is never loaded. `restore_latest` falls back to the newest intact che
 ones; `quarantine` renames a damaged step folder aside (it is never deleted) so a resumed run can save that
 step again.
 
-Example:
+Examples:
     >>> ckpt = Checkpointer("runs/x/checkpoints", keep=2)               # doctest: +SKIP
     >>> ckpt.save(120, {"state": state, "carry": carry}, {"epoch": 1}, valid_nll=4.2)  # doctest: +SKIP
     >>> tree, record, step = ckpt.restore_latest({"state": state, "carry": carry})     # doctest: +SKIP

@@ -7,29 +7,20 @@
 | `shakespeare_char` | a 2-layer LSTM on tiny Shakespeare characters |
 | `shakespeare_word` | Zaremba's small recipe on tiny Shakespeare words |
 
-Every config is a `rnn_jax.training.TrainConfig`; `experiments/train_lm.py --config NAME` runs one and
-`--model-hidden-size 64`-style options override any field.
+Every config is a `rnn_jax.training.TrainConfig`; `rnn-jax-train --config NAME` (in a checkout also
+`python -m experiments.train_lm --config NAME`) runs one and `--model-hidden-size 64`-style options override any
+field. The PTB configs download PTB and the Shakespeare configs Tiny Shakespeare on first use (verified, cached;
+`rnn_jax.downloads`); offline, pass a local copy with `--data-source PATH`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import pathlib
 
 from rnn_jax.errors import ConfigError
 from rnn_jax.data import DataConfig
 from rnn_jax.lm import LMConfig
 from rnn_jax.training import OptimConfig, TrainConfig
-
-
-def shared_dir() -> pathlib.Path:
-    """The project's shared folder: $RNN_JAX_SHARED, else `shared/` beside the repository checkout."""
-    env = os.environ.get("RNN_JAX_SHARED")
-    return pathlib.Path(env) if env else pathlib.Path(__file__).resolve().parents[2] / "shared"
-
-
-SHAKESPEARE = str(shared_dir() / "data" / "tinyshakespeare" / "input.txt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +45,7 @@ def _zaremba(size: str, hidden: int, scale: float, clip: float, steps: int, full
         batch_size=20, num_steps=steps, epochs=epochs, loss_reduction="sum_time_mean_batch",
         log_every=100, sample_prompt="the", sample_length=60)
     return Preset(name=f"zaremba_{size}", config=config,
-                  command=f"python -m experiments.train_lm --config zaremba_{size}",
+                  command=f"rnn-jax-train --config zaremba_{size}",
                   expected=expected,
                   source="Zaremba, Sutskever & Vinyals 2014, 'Recurrent Neural Network Regularization', Table 1; "
                          "../shared/REFERENCES.md")
@@ -70,7 +61,7 @@ for preset in (
             data=DataConfig(source="builtin", level="char", max_vocab=100),
             optim=OptimConfig(name="adam", learning_rate=2e-2, clip_norm=5.0, schedule="cosine", warmup_steps=50),
             batch_size=32, num_steps=50, epochs=20, log_every=25, sample_prompt="The ", sample_length=300),
-        command="python -m experiments.train_lm",
+        command="rnn-jax-train",
         expected="valid perplexity about 6.3 (1.85 nats/char) and test about 5.5 after 20 epochs, from 100 "
                  "(uniform guessing) at the start; about 30 s on 2 CPU cores",
         source="measured with this repository; the network is ../shared/NOTES.md's worked "
@@ -85,10 +76,10 @@ for preset in (
         config=TrainConfig(
             model=LMConfig(vocab_size=66, embed_size=64, hidden_size=256, num_layers=2, cell="lstm", use_bias=True,
                            output_bias=True, initializer="pytorch", init_scale=None, dropout=0.1),
-            data=DataConfig(source=SHAKESPEARE, level="char", max_vocab=None, split=(0.9, 0.05, 0.05)),
+            data=DataConfig(source="tinyshakespeare", level="char", max_vocab=None, split=(0.9, 0.05, 0.05)),
             optim=OptimConfig(name="adam", learning_rate=3e-3, clip_norm=1.0, schedule="cosine", warmup_steps=100),
             batch_size=64, num_steps=100, epochs=3, log_every=20, sample_prompt="ROMEO:\n", sample_length=400),
-        command="python -m experiments.train_lm --config shakespeare_char",
+        command="rnn-jax-train --config shakespeare_char",
         expected="valid loss 1.71 nats/char (perplexity 5.55), test 1.76, after 3 epochs in about 4 minutes on "
                  "2 CPU cores (measured: 252 s, 12-13k tokens/s)",
         source="measured with this repository; char-RNN results on tiny Shakespeare are usually reported at "
@@ -99,12 +90,12 @@ for preset in (
         config=TrainConfig(
             model=LMConfig(vocab_size=10000, embed_size=200, hidden_size=200, num_layers=2, cell="lstm",
                            use_bias=True, output_bias=True, initializer="uniform", init_scale=0.1, dropout=0.5),
-            data=DataConfig(source=SHAKESPEARE, level="word", max_vocab=10000, split=(0.9, 0.05, 0.05)),
+            data=DataConfig(source="tinyshakespeare", level="word", max_vocab=10000, split=(0.9, 0.05, 0.05)),
             optim=OptimConfig(name="sgd", learning_rate=1.0, clip_norm=5.0, schedule="zaremba", decay_after=4,
                               decay=0.5),
             batch_size=20, num_steps=20, epochs=8, loss_reduction="sum_time_mean_batch", log_every=100,
             sample_prompt="KING", sample_length=60),
-        command="python -m experiments.train_lm --config shakespeare_word",
+        command="rnn-jax-train --config shakespeare_word",
         expected="valid perplexity well under 200 after 8 epochs",
         source="Zaremba et al. 2014's small recipe with their medium network's dropout, applied to tiny Shakespeare "
                "words (no published reference on this corpus)",

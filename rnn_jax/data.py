@@ -1,4 +1,4 @@
-"""Text corpora for language modelling: reading, tokenising, vocabularies, batching, and the PTB download.
+"""Text corpora for language modelling: reading, tokenising, vocabularies and batching.
 
 Tokenisation:
 - word level (PTB convention): whitespace tokens, one `<eos>` appended per line, `<unk>` for words outside the
@@ -11,12 +11,14 @@ Sources (`DataConfig.source`):
 - a directory holding train/valid/test files (``ptb.train.txt`` or ``train.txt`` naming);
 - a single text file, split into train/valid/test by fraction at line boundaries;
 - ``"ptb"``: the Penn Treebank (Mikolov's preprocessing), downloaded once from its canonical address into a
-  cache with size and MD5 verification (`download_ptb`).
+  cache with size and MD5 verification (`rnn_jax.downloads.download_ptb`);
+- ``"tinyshakespeare"``: Karpathy's Tiny Shakespeare (1,115,394 characters), downloaded once into the same cache
+  with size and SHA-256 verification (`rnn_jax.downloads.download_tinyshakespeare`), split by `split`.
 
 Batching follows Zaremba et al. 2014: the token stream is reshaped to (B, N) contiguous rows and cut along time
 into windows of T steps; the recurrent state is carried from one window to the next.
 
-Example:
+Examples:
     >>> from rnn_jax.data import DataConfig, load_corpus, batchify, num_windows, window
     >>> corpus = load_corpus(DataConfig(source="builtin", level="char", max_vocab=100))
     >>> corpus.vocab.size
@@ -31,27 +33,22 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
-import io
 import json
 import os
 import pathlib
-import tarfile
-import tempfile
-import urllib.request
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from rnn_jax.errors import ExpectedError
+from rnn_jax.downloads import (PTB_FILES, PTB_URL, TINYSHAKESPEARE, default_cache_dir,  # noqa: F401 (re-exported)
+                               download_ptb, download_tinyshakespeare)
+from rnn_jax.errors import DataError  # noqa: F401 (re-exported: `rnn_jax.data.DataError`)
 
 EOS = "<eos>"
 UNK = "<unk>"
 LEVELS = ("char", "word")
 
 
-class DataError(ExpectedError, ValueError):
-    """A corpus, vocabulary or download is unusable; the message names the file and the problem."""
 
 
 # ----------------------------------------------------------------------------------------------- vocabulary
@@ -222,75 +219,6 @@ def read_split_dir(directory: str | os.PathLike) -> tuple[str, str, str]:
     return tuple(texts)  # type: ignore[return-value]
 
 
-# ------------------------------------------------------------------------------------------------ download
-
-PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
-PTB_FILES = {  # name in the archive's data/ folder: (size in bytes, md5); see ../shared/REFERENCES.md
-    "ptb.train.txt": (5_101_618, "f26c4b92c5fdc7b3f8c7cdcb991d8420"),
-    "ptb.valid.txt": (399_782, "aa0affc06ff7c36e977d7cd49e3839bf"),
-    "ptb.test.txt": (449_945, "8b80168b89c18661a38ef683c0dc3721"),
-}
-
-
-def default_cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("RNN_JAX_CACHE", pathlib.Path.home() / ".cache" / "rnn_jax"))
-
-
-def _verify(name: str, data: bytes, size: int, md5: str, origin: str) -> None:
-    if len(data) != size:
-        raise DataError(f"{origin}: {name} has {len(data)} bytes, expected {size}")
-    digest = hashlib.md5(data).hexdigest()
-    if digest != md5:
-        raise DataError(f"{origin}: {name} has md5 {digest}, expected {md5}")
-
-
-def download_ptb(cache_dir: str | os.PathLike | None = None, *, url: str = PTB_URL,
-                 files: dict[str, tuple[int, str]] = PTB_FILES, timeout: float = 60.0) -> pathlib.Path:
-    """The PTB files in `cache_dir/ptb`, downloading and verifying them on first use.
-
-    Files already in the cache are re-verified (size and MD5); a damaged cache is refetched. The archive is
-    read from `url` (any scheme urllib opens, `file://` included), each file is verified before it is moved
-    into place, and nothing partial is left behind.
-
-    Returns:
-        The directory holding ptb.train.txt, ptb.valid.txt, ptb.test.txt.
-    """
-    target = pathlib.Path(cache_dir or default_cache_dir()) / "ptb"
-
-    def cached_ok() -> bool:
-        try:
-            for name, (size, md5) in files.items():
-                _verify(name, (target / name).read_bytes(), size, md5, str(target))
-            return True
-        except (OSError, DataError):
-            return False
-
-    if cached_ok():
-        return target
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            archive = response.read()
-    except OSError as e:
-        raise DataError(f"could not download the PTB archive from {url}: {e}. Without internet, download "
-                        f"simple-examples.tgz elsewhere and pass its data/ directory as the corpus source.") from None
-    try:
-        tar = tarfile.open(fileobj=io.BytesIO(archive), mode="r:*")
-    except tarfile.TarError as e:
-        raise DataError(f"{url}: not a tar archive ({e})") from None
-    members = {pathlib.PurePosixPath(m.name).name: m for m in tar.getmembers()
-               if m.isfile() and pathlib.PurePosixPath(m.name).parent.name == "data"}
-    target.mkdir(parents=True, exist_ok=True)
-    for name, (size, md5) in files.items():
-        if name not in members:
-            raise DataError(f"{url}: the archive has no data/{name}")
-        data = tar.extractfile(members[name]).read()
-        _verify(name, data, size, md5, url)
-        with tempfile.NamedTemporaryFile(dir=target, delete=False, prefix=f".{name}.") as tmp:
-            tmp.write(data)
-        os.replace(tmp.name, target / name)
-    return target
-
-
 # -------------------------------------------------------------------------------------------------- corpus
 
 
@@ -299,13 +227,14 @@ class DataConfig:
     """Where the text comes from and how it becomes tokens.
 
     Attributes:
-        source: "builtin", "ptb", a directory with train/valid/test files, or one text file.
+        source: "builtin", "ptb", "tinyshakespeare" (both downloaded once and verified), a directory with
+            train/valid/test files, or one text file.
         level: "char" or "word".
         split: train/valid/test fractions for a single file or the built-in text.
         max_vocab: cap on the vocabulary size, `<unk>` included (None: no cap).
         min_count: minimum count of a training token to enter the vocabulary.
         lowercase: lowercase the text before tokenising.
-        cache_dir: download cache for "ptb" (default: $RNN_JAX_CACHE or ~/.cache/rnn_jax).
+        cache_dir: download cache for "ptb" and "tinyshakespeare" (None: $RNN_JAX_CACHE or ~/.cache/rnn_jax).
     """
 
     source: str = "builtin"
@@ -315,6 +244,11 @@ class DataConfig:
     min_count: int = 1
     lowercase: bool = False
     cache_dir: Optional[str] = None
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        """The accepted values of the fields that take names (for the command line's help)."""
+        return {"level": list(LEVELS)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,11 +269,15 @@ def read_splits(config: DataConfig) -> tuple[tuple[str, str, str], str]:
     if config.source == "ptb":
         directory = download_ptb(config.cache_dir)
         return read_split_dir(directory), f"Penn Treebank ({directory})"
+    if config.source == "tinyshakespeare":
+        path = download_tinyshakespeare(config.cache_dir)
+        return split_text(read_text(path), config.split, str(path)), f"Tiny Shakespeare ({path}) split {config.split}"
     path = pathlib.Path(config.source).expanduser()
     if path.is_dir():
         return read_split_dir(path), f"directory {path}"
     if not path.exists():
-        raise DataError(f"{path}: no such file or directory (corpus source; or use 'builtin' or 'ptb')")
+        raise DataError(f"{path}: no such file or directory (corpus source; or use 'builtin', 'ptb' or "
+                        "'tinyshakespeare')")
     return split_text(read_text(path), config.split, str(path)), f"file {path} split {tuple(config.split)}"
 
 

@@ -5,7 +5,7 @@ become one short message on stderr that says what was expected, what came and wh
 usage and config errors and 1 for runtime failures. Anything else is a bug and keeps its traceback; `--debug` (or
 `RNN_JAX_DEBUG=1`) shows the traceback of expected failures too.
 
-Example:
+Examples:
     >>> from rnn_jax.errors import ConfigError, describe
     >>> describe(ConfigError("LMConfig.hidden_size must be a positive int; got 0"))
     ('error: LMConfig.hidden_size must be a positive int; got 0', 2)
@@ -32,6 +32,10 @@ class ConfigError(ExpectedError, ValueError):
     """A config field or option that cannot run; the message names the field, the value and what is allowed."""
 
     exit_code = USAGE_EXIT
+
+
+class DataError(ExpectedError, ValueError):
+    """A corpus, vocabulary or download is unusable; the message names the file and the problem."""
 
 
 class DivergenceError(ExpectedError, FloatingPointError):

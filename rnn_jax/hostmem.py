@@ -12,7 +12,7 @@ blocks are never mmapped. It affects the whole process (PyTorch's CPU tensors to
 give every implementation in the process the same allocator. It does nothing (and returns False) where the C
 library is not glibc.
 
-Example:
+Examples:
     >>> from rnn_jax.hostmem import reuse_freed_memory
     >>> reuse_freed_memory()   # once, before training
     True

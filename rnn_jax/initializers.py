@@ -11,7 +11,7 @@ Schemes (pass the name, or an `InitScheme`, as a cell's `initializer=`):
   and 0.04 for their small, medium and large networks).
 - ``"orthogonal"``: W orthogonal per gate, U Glorot-uniform per gate, b zero (Keras' recurrent default).
 
-Example:
+Examples:
     >>> import jax
     >>> from rnn_jax import lstm
     >>> params = lstm.init(jax.random.key(0), 10, 20, initializer="uniform", init_scale=0.1)

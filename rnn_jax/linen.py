@@ -14,7 +14,7 @@ and parameters move freely between them. Carries need no PRNG key: `module.initi
 `cell` is a name from `rnn_jax.CELLS` ("lstm", "gru", ...) or any cell object (e.g. `LSTMPCell(64)`);
 `init_options` is a dict of keyword options for the cell's `init` (use_bias, initializer, reset_after, ...).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import linen as rnn_linen
     >>> layer = rnn_linen.RNN(cell="lstm", hidden_size=32)

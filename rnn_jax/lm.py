@@ -8,7 +8,7 @@ Dropout (Zaremba et al. 2014) acts on the non-recurrent connections only: the em
 layers and before the output layer; never on h_{t-1} -> h_t. Keys are explicit; with `train=False` (or rate 0)
 it is off. With `same_mask_over_time=True` one mask per sequence is reused at every step.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.lm import LMConfig, LanguageModel
     >>> model = LanguageModel(LMConfig(vocab_size=100, embed_size=10, hidden_size=20))
@@ -93,6 +93,14 @@ class LMConfig:
                              f"output size {output_size(cell, self.hidden_size)}")
         if self.initializer == "uniform" and self.init_scale is None:
             raise ConfigError("initializer='uniform' needs init_scale")
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        """The accepted values of the fields that take names (for the command line's help)."""
+        from rnn_jax.initializers import SCHEMES
+        from rnn_jax.runners import RUNNERS
+
+        return {"cell": cells.names(), "runner": sorted(RUNNERS), "initializer": list(SCHEMES)}
 
 
 class LMParams(NamedTuple):

@@ -12,7 +12,7 @@ it gives the functional API's results exactly; `module.initial_state(batch_shape
 | `StackedRNN(cell, input_size, hidden_size, num_layers, rngs=...)` | `.layers` (tuple) | as RNN |
 | `Bidirectional(cell, input_size, hidden_size, rngs=...)` | `.directions` | as RNN |
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> from rnn_jax import nnx as rnn_nnx

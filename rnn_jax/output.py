@@ -5,7 +5,7 @@
 XLA's eight passes over the (tokens x vocab) logits; everywhere else, XLA's form. Both give the same values and
 gradients (tested).
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> from rnn_jax.output import sequence_loss
     >>> float(sequence_loss(jnp.zeros((1, 2, 4)), jnp.zeros((1, 2), jnp.int32)))  # log 4
@@ -59,7 +59,7 @@ def output_nll(params: Any, hs: jax.Array, targets: jax.Array, *, native: bool |
     Returns:
         (...) float32 negative log-likelihoods in nats.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from rnn_jax.lm import LMConfig, LanguageModel
         >>> from rnn_jax.output import output_nll

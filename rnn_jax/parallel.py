@@ -7,7 +7,7 @@ row on its device. On several hosts, call
 `initialize_distributed()` first (it wraps `jax.distributed.initialize`); each process then builds only its
 own rows of every batch (`local_rows`) and `global_batch` assembles the global array from them.
 
-Example:
+Examples:
     >>> mesh = make_mesh()                       # every visible device
     >>> batch = global_batch(mesh, rows_of_this_process)          # doctest: +SKIP
 """

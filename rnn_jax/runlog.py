@@ -1,6 +1,6 @@
 """A run's metrics on disk: `metrics.jsonl` (every event), `metrics.csv` (one row per epoch) and a plot.
 
-Example:
+Examples:
     >>> log = RunLog("runs/x")                                         # doctest: +SKIP
     >>> log.write({"kind": "train", "windows": 50, "train_nll": 3.1})  # doctest: +SKIP
 """

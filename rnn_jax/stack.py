@@ -10,7 +10,7 @@ Two equal ways to run a stack (tested equal):
 
 Layer l >= 2 takes the previous layer's h (size H) as its input x.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import lstm, scan, Stacked
     >>> deep = Stacked(lstm, num_layers=2)

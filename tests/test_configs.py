@@ -12,7 +12,7 @@ def test_every_preset_names_command_expectation_and_source():
     assert set(PRESETS) == {"notes", "zaremba_small", "zaremba_medium", "zaremba_large", "shakespeare_char",
                             "shakespeare_word"}
     for preset in PRESETS.values():
-        assert preset.command.startswith("python -m experiments.train_lm")
+        assert preset.command.startswith("rnn-jax-train")
         assert preset.expected and preset.source
 
 

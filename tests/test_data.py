@@ -1,8 +1,4 @@
-"""Data pipeline: tokenisation, vocabularies, reading errors, splits, batching and the PTB download."""
-
-import hashlib
-import io
-import tarfile
+"""Data pipeline: tokenisation, vocabularies, reading errors, splits and batching (downloads: test_downloads.py)."""
 
 import numpy as np
 import pytest
@@ -127,59 +123,6 @@ def test_batchify_and_windows_are_contiguous():
         data.batchify(np.arange(7), 4, name="valid")
     with pytest.raises(DataError, match="train split is too short: 25 tokens per batch row, a window needs 31"):
         data.check_trainable(rows, 30)
-
-
-def make_ptb_archive(tmp_path, files):
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, content in files.items():
-            info = tarfile.TarInfo(f"./simple-examples/data/{name}")
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    path = tmp_path / "simple-examples.tgz"
-    path.write_bytes(buffer.getvalue())
-    return path
-
-
-def checksums(files):
-    return {name: (len(content), hashlib.md5(content).hexdigest()) for name, content in files.items()}
-
-
-def test_ptb_download_verifies_and_caches(tmp_path):
-    files = {"ptb.train.txt": b" a b c \n b c \n", "ptb.valid.txt": b" a b \n", "ptb.test.txt": b" c \n"}
-    archive = make_ptb_archive(tmp_path, files)
-    cache = tmp_path / "cache"
-    directory = data.download_ptb(cache, url=archive.as_uri(), files=checksums(files))
-    assert (directory / "ptb.valid.txt").read_bytes() == files["ptb.valid.txt"]
-    archive.unlink()  # the second call is served from the verified cache
-    assert data.download_ptb(cache, url=archive.as_uri(), files=checksums(files)) == directory
-    (directory / "ptb.test.txt").write_bytes(b"damaged")  # a damaged cache is refetched, and refetching fails here
-    with pytest.raises(DataError, match="could not download the PTB archive"):
-        data.download_ptb(cache, url=archive.as_uri(), files=checksums(files))
-
-
-def test_ptb_download_rejects_wrong_checksum_and_leaves_nothing(tmp_path):
-    files = {"ptb.train.txt": b"x\n", "ptb.valid.txt": b"y\n", "ptb.test.txt": b"z\n"}
-    archive = make_ptb_archive(tmp_path, files)
-    wrong = dict(checksums(files), **{"ptb.train.txt": (2, "0" * 32)})
-    with pytest.raises(DataError, match="ptb.train.txt has md5 .*, expected 0000"):
-        data.download_ptb(tmp_path / "cache", url=archive.as_uri(), files=wrong)
-    assert not (tmp_path / "cache" / "ptb" / "ptb.train.txt").exists()
-    wrong_size = dict(checksums(files), **{"ptb.valid.txt": (5, "0" * 32)})
-    with pytest.raises(DataError, match="ptb.valid.txt has 2 bytes, expected 5"):
-        data.download_ptb(tmp_path / "cache", url=archive.as_uri(), files=wrong_size)
-    partial = make_ptb_archive(tmp_path, {"ptb.train.txt": b"x\n"})
-    with pytest.raises(DataError, match="the archive has no data/ptb.valid.txt"):
-        data.download_ptb(tmp_path / "cache2", url=partial.as_uri(), files=checksums(files))
-    (tmp_path / "plain.txt").write_text("not an archive")
-    with pytest.raises(DataError, match="not a tar archive"):
-        data.download_ptb(tmp_path / "cache3", url=(tmp_path / "plain.txt").as_uri(), files=checksums(files))
-
-
-def test_real_ptb_checksums_match_the_references():
-    assert data.PTB_FILES["ptb.valid.txt"] == (399_782, "aa0affc06ff7c36e977d7cd49e3839bf")
-    assert data.PTB_FILES["ptb.test.txt"] == (449_945, "8b80168b89c18661a38ef683c0dc3721")
-    assert data.PTB_FILES["ptb.train.txt"][0] == 5_101_618
 
 
 # Property-based: arbitrary bytes either load or raise the documented DataError, never anything else.

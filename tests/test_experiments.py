@@ -30,9 +30,14 @@ def test_train_resume_and_sample(tmp_path, capsys):
     assert result.history[0]["epoch"] == 1
     resumed = train_lm.main(["--resume", "--run-dir", str(tmp_path / "run"), "--no-progress"])
     assert "resumed" in capsys.readouterr().out and len(resumed.history) == 1
-    text = sample.main(["--run-dir", str(tmp_path / "run"), "--prompt", "line", "--length", "12", "--seed", "1"])
+    [text] = sample.main(["--run-dir", str(tmp_path / "run"), "--prompt", "line", "--length", "12", "--seed", "1"])
     assert text.startswith("line") and len(text) == 16
-    assert text == sample.main(["--run-dir", str(tmp_path / "run"), "--prompt", "line", "--length", "12", "--seed", "1"])
+    assert [text] == sample.main(["--run-dir", str(tmp_path / "run"), "--prompt", "line", "--length", "12", "--seed",
+                                  "1"])
+    texts = sample.main(["--run-dir", str(tmp_path / "run"), "--prompt", "line", "--length", "12", "--num-samples", "3",
+                         "--top-k", "3", "--top-p", "0.9", "--temperature", "1.0"])
+    assert len(texts) == 3 and all(t.startswith("line") and len(t) == 16 for t in texts)
+    assert "--- sample 3 of 3 ---" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("cell, runner", [("mingru", "associative"), ("minlstm", "fused"), ("lru", "associative"),

@@ -78,7 +78,10 @@ def test_heads_mix_only_their_own_units():
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_fused_equals_scan_in_values_and_gradients(reverse):
+def test_fused_equals_scan_in_values_and_gradients(reverse, monkeypatch):
+    # FALLBACKS is per process: other tests in this worker may have recorded sLSTM fallbacks for other options.
+    monkeypatch.setattr(runners, "FALLBACKS", {})
+    monkeypatch.setattr(runners._fallback, "FALLBACKS", runners.FALLBACKS)
     params, carry, xs = setup()
     carry = jax.tree.map(lambda a: a + 0.2, carry)
 

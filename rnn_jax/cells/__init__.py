@@ -22,7 +22,7 @@ Flax modules, the command line, the benchmark) asks `get_cell`, which also accep
 | `rglru` | `rnn_jax.cells.rglru` | r, i, v (gated diagonal, state-linear) | De et al. 2024 (Griffin) |
 | `slstm` | `rnn_jax.cells.slstm` | i, f, o, g (exponential input gate, block-diagonal heads) | Beck et al. 2024 (xLSTM) |
 
-Example:
+Examples:
     >>> from rnn_jax.cells import get_cell, register_cell, lstm
     >>> get_cell("lstm") is lstm
     True

@@ -22,7 +22,7 @@ A cell may also define `output_size(hidden_size)` (the size of h when it differs
 Generic code reads nothing else: parameter and carry fields are the cell's own business, and sizes and dtypes
 are read from shapes (`param_dtype`).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.cells import base, lstm
     >>> base.is_cell(lstm), base.can_hoist(lstm)

@@ -6,7 +6,7 @@ Equation::
 
 Parameters: W (H, H), U (H, E), b (H,) or None (no gate axis: there is one "gate").
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import elman
     >>> params = elman.init(jax.random.key(0), 4, 8)

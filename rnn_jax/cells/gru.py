@@ -19,7 +19,7 @@ form, so `step` needs no flag.
 Parameter layout: gates stacked along a leading axis in the order `GATES = ("r", "u", "g")`: U (3, H, E),
 W (3, H, H), b (3, H) or None.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import gru
     >>> params = gru.init(jax.random.key(0), 10, 20)

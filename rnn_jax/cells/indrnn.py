@@ -9,7 +9,7 @@ The paper keeps |w| ≤ 2^(1/T) for long memories and starts w uniform in [0, 1]
 [2^(-1/T) ... 1) for long sequences (`recurrent_range`). Its fused path (`rnn_jax.fused_scan`) uses the
 `DIAGONAL` recurrence: the loop multiplies elementwise, the weight gradient is a sum over time and batch.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.cells import indrnn
     >>> params = indrnn.init(jax.random.key(0), input_size=3, hidden_size=5)

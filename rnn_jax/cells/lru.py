@@ -14,7 +14,7 @@ as a matrix, so E may differ from H. A named `initializer` (`rnn_jax.initializer
 B, C and D. Parameters `LRUParams`: nu_log, theta_log, gamma_log (H,), B (2, H, E) and C (2, H, H) as (real,
 imaginary), D (H, E), and a readout bias d (H,) with `use_bias=True` (zero at init; the paper's layer has none). The products run in complex64 (complex128 for float64 parameters).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.cells import lru
     >>> params = lru.init(jax.random.key(0), input_size=3, hidden_size=5)

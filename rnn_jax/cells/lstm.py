@@ -13,7 +13,7 @@ Parameter layout: the four gates are stacked along a leading axis in the order `
 so `params.U[GATE_INDEX["f"]]` is the notes' U_f of shape (H, E), `params.W[...]` a W_* of shape (H, H) and
 `params.b[...]` a b_* of shape (H,). With `use_bias=False`, `b` is None (the notes' worked example).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import lstm
     >>> params = lstm.init(jax.random.key(0), input_size=10, hidden_size=20, use_bias=False)

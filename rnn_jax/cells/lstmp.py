@@ -11,7 +11,7 @@ Because the carry's h has size P, the cell is an object that knows P: `LSTMPCell
 Parameters `LSTMPParams`: W (4, H, P), U (4, H, E), b (4, H) or None (gates i, f, o, g), W_p (P, H).
 Carry `LSTMState(h (*batch, P), c (*batch, H))`.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.cells.lstmp import LSTMPCell
     >>> cell = LSTMPCell(proj_size=4)

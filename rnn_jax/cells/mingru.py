@@ -11,7 +11,7 @@ g is the paper's positive activation for its log-space form: with h_0 ≥ 0 ever
 space (k_z = U_z x_t + b_z). Parameters: U (2, H, E), b (2, H) or None, gates `GATES = ("z", "h")`; carry
 `HiddenState(h)`.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.cells import mingru
     >>> params = mingru.init(jax.random.key(0), input_size=3, hidden_size=5)

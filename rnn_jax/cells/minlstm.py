@@ -12,7 +12,7 @@ In log space (`associative_scan(..., log_space=True)`), with d = softplus(−k_f
 log f'_t = −softplus(d) and log i'_t = −softplus(−d), as in the paper's code. Parameters: U (3, H, E),
 b (3, H) or None, gates `GATES = ("f", "i", "h")`; carry `HiddenState(h)`.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.cells import minlstm
     >>> params = minlstm.init(jax.random.key(0), input_size=3, hidden_size=5)

@@ -12,7 +12,7 @@ The gates also look at the cell state: i and f at c_{t-1}, o at the new c_t (p_*
 Parameters: W (4, H, H), U (4, H, E), b (4, H) or None in the LSTM's gate order (i, f, o, g), and
 P (3, H) holding p_i, p_f, p_o. The carry is `LSTMState(h, c)`.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.cells import peephole
     >>> params = peephole.init(jax.random.key(0), 3, 5)

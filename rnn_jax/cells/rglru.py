@@ -12,7 +12,7 @@ A diagonal recurrence whose decay is gated by the input; linear in h, so it runs
 Λ starts so that a^c is uniform in [0.9, 0.999], as in the paper. Parameters: U (3, H, E), b (3, H) or None (gates
 `GATES = ("r", "i", "v")`), Lambda (H,); carry `HiddenState(h)`.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.cells import rglru
     >>> params = rglru.init(jax.random.key(0), input_size=3, hidden_size=5)

@@ -16,7 +16,7 @@ Each of the NH heads mixes only its own DH = H / NH units: W (4, NH, DH, DH); U 
 so the cell runs on `scan`, `hoisted_scan` and `fused_scan` (its block-diagonal `Recurrence` hook), not on
 `associative_scan`.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.cells import slstm
     >>> params = slstm.init(jax.random.key(0), input_size=3, hidden_size=8, num_heads=2)

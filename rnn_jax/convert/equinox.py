@@ -5,7 +5,7 @@ on the input side; LSTM gate order i, f, g, o; GRU order r, z, n with the reset 
 product, z = 1 − u, and `bias_n` the recurrent candidate bias (rnn_jax's b_rg). Equinox is optional: only
 `to_equinox` imports it.
 
-Example:
+Examples:
     >>> import equinox as eqx, jax
     >>> from rnn_jax.convert import equinox as convert
     >>> params = convert.from_equinox(eqx.nn.LSTMCell(4, 8, key=jax.random.key(0)))   # LSTMParams

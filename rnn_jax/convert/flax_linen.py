@@ -9,7 +9,7 @@ Flax stores one `Dense` per gate and side, kernels as (in, out) matrices (rnn_ja
 
 Functions take and return the cell's parameter dict (`variables["params"]`).
 
-Example:
+Examples:
     >>> from flax import linen as nn
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.convert import flax_linen

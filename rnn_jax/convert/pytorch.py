@@ -19,7 +19,7 @@ PyTorch's GRU applies the reset gate after the recurrent product, so it maps to
 equivalent. Converting to PyTorch writes the summed biases into `bias_ih` and zeros into the r/u (LSTM: all)
 parts of `bias_hh`: the function is reproduced exactly, the split between the two bias vectors is not.
 
-Example:
+Examples:
     >>> import torch
     >>> from rnn_jax.convert import pytorch
     >>> torch_lstm = torch.nn.LSTM(10, 20, num_layers=2, batch_first=True)

@@ -23,7 +23,7 @@ Environment:
     RNN_JAX_KERNEL_THREADS=N    threads per loop (default: the machine's cores, at most 8).
     RNN_JAX_KERNEL_CACHE=DIR    where compiled kernels are kept.
 
-Example:
+Examples:
     >>> from rnn_jax import kernels
     >>> kernels.available()  # doctest: +SKIP
     True

@@ -10,7 +10,7 @@ turns the kernels off for that call), the innermost `native_mode(...)` block, `T
 trainer opens such a block), and the environment variable `RNN_JAX_NATIVE` (`0`/`off`, `1`/`auto`, `require`).
 The choice is made when a function is traced: a jitted function keeps the choice of its first trace.
 
-Example:
+Examples:
     >>> from rnn_jax import kernels
     >>> with kernels.native_mode("off"):
     ...     kernels.mode()

@@ -108,7 +108,7 @@ def output_layer_forward(h: jax.Array, V: jax.Array, bias: jax.Array, targets: j
     Returns:
         nll (N,) and d_panels = rows_to_panels(softmax(h V^T + bias) - onehot(targets)), (N, K).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from rnn_jax import kernels
         >>> nll, d = kernels.output_layer_forward(jnp.zeros((20, 3)), jnp.zeros((5, 3)), jnp.zeros(5),

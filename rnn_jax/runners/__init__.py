@@ -15,7 +15,7 @@ A runner asked for more than a cell supports runs the nearest one that fits (`rn
 logged once, recorded in `FALLBACKS`), so every name but "associative" works with every cell; "associative" needs
 a cell whose update is linear in its state (minGRU, minLSTM, LRU, RG-LRU) and refuses others with a clear error.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import lstm, runners
     >>> params = lstm.init(jax.random.key(0), 3, 5)

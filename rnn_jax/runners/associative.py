@@ -23,7 +23,7 @@ lose precision; the result is the same function (tested equal to `scan`).
 
 A cell that is not state-linear is refused with an error naming the runners it can use.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import associative_scan, scan
     >>> from rnn_jax.cells import mingru

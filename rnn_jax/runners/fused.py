@@ -22,7 +22,7 @@ The result equals `hoisted_scan(cell, ...)` (tested, values and gradients, for e
 fused path does not apply, `rnn_jax.runners._fallback` picks the runner that does, so `fused_scan` accepts every
 cell and every option the other runners do.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import lstm, fused_scan
     >>> params = lstm.init(jax.random.key(0), 10, 20)

@@ -23,7 +23,7 @@ All three share one signature and give the same results (tested equal):
 `hoisted_scan` computes the input products U x_t of every time step in one matrix product before the loop, so
 the loop body only does the recurrent product; a cell without the hoisting hooks runs as `scan`.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import lstm, scan
     >>> params = lstm.init(jax.random.key(0), 10, 20)

@@ -1,6 +1,6 @@
 """The trainer's typed configs (saved as `config.json` in each run directory) and their dict round trip.
 
-Example:
+Examples:
     >>> from rnn_jax.train.config import OptimConfig, TrainConfig, config_from_dict, config_to_dict
     >>> config = TrainConfig(optim=OptimConfig(name="adam", learning_rate=2e-3))
     >>> config_from_dict(TrainConfig, config_to_dict(config)) == config
@@ -65,6 +65,11 @@ class OptimConfig:
             raise ConfigError(f"OptimConfig.clip_norm must be > 0 or None; got {self.clip_norm}")
         if self.warmup_steps < 0 or self.decay_after < 0 or not self.decay > 0:
             raise ConfigError("OptimConfig: warmup_steps and decay_after must be >= 0 and decay > 0")
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        """The accepted values of the fields that take names (for the command line's help)."""
+        return {"name": sorted(optim.OPTIMIZERS), "schedule": sorted(optim.SCHEDULES)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +140,11 @@ class TrainConfig:
             policy.check_mode(self.native, "TrainConfig.native")
         if not self.sample_temperature >= 0:
             raise ConfigError(f"TrainConfig.sample_temperature must be >= 0; got {self.sample_temperature}")
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        """The accepted values of the fields that take names (for the command line's help)."""
+        return {"loss_reduction": list(REDUCTIONS[:2]), "native": list(policy.MODES)}
 
 
 def config_to_dict(config: Any) -> dict:

@@ -11,7 +11,7 @@ row per epoch), `perplexity.png` (train/valid perplexity against steps and wall 
 newest intact checkpoint exactly where the run stopped: parameters, optimiser state, PRNG key, carried state and
 the loop's position (`LoopPosition`) are all restored.
 
-Example:
+Examples:
     >>> from rnn_jax.configs import PRESETS
     >>> from rnn_jax.train import train
     >>> result = train(PRESETS["notes"].config, "runs/notes")          # doctest: +SKIP

@@ -4,7 +4,7 @@
 `OPTIMIZERS[optim.name]` on `learning_rate_schedule(...)`, which is `SCHEDULES[optim.schedule]` after an optional
 linear warm-up. `rnn_jax.train.train` also takes any `optax.GradientTransformation` in their place.
 
-Example:
+Examples:
     >>> from rnn_jax.train.config import OptimConfig
     >>> from rnn_jax.train.optim import learning_rate_schedule
     >>> schedule = learning_rate_schedule(OptimConfig(schedule="zaremba", decay_after=1, decay=0.5), 10, 30)

@@ -31,8 +31,10 @@ def sum_rows_by_id(ids: jax.Array, rows: jax.Array, vocab_size: int) -> tuple[ja
         rows of each distinct id, then zero rows. Scattering the sums into zeros at unique_ids (dropping the
         padding) gives the dense gradient.
 
-    Example:
-        >>> sum_rows_by_id(jnp.array([3, 1, 3]), jnp.array([[1.], [2.], [4.]]), 5)  # ([1, 3, 5], [[2.], [5.], [0.]])
+    Examples:
+        >>> ids, sums = sum_rows_by_id(jnp.array([3, 1, 3]), jnp.array([[1.], [2.], [4.]]), 5)
+        >>> ids.tolist(), sums.tolist()
+        ([1, 3, 5], [[2.0], [5.0], [0.0]])
     """
     order = jnp.argsort(ids, stable=True)
     sorted_ids = ids[order]

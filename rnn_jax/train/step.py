@@ -1,6 +1,6 @@
 """The jitted steps: training (with a guard that never applies a non-finite step) and evaluation.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax.lm import LanguageModel, LMConfig
     >>> from rnn_jax.train import OptimConfig, TrainState, make_optimizer, make_train_step
