@@ -1,7 +1,7 @@
 """Generates text from a trained run's best checkpoint (or its newest one).
 
-Command:  rnn-jax-sample --run-dir runs/notes [--prompt "The "] [--length 300] [--temperature 0.8]
-          [--top-k K] [--top-p P] [--num-samples N] [--seed 0] [--checkpoint best|latest]
+Command:  `rnn-jax-sample --run-dir runs/notes [--prompt "The "] [--length 300] [--temperature 0.8]`
+          `[--top-k K] [--top-p P] [--num-samples N] [--seed 0] [--checkpoint best|latest]`
           (in a checkout also `python -m experiments.sample`)
 Expected: text in the style of the run's corpus; the same seed gives the same texts.
 Source:   rnn_jax.train.generate_many.

@@ -1,6 +1,6 @@
 """Trains a language model from a named config (default: the notes' network on the built-in text).
 
-Command:  rnn-jax-train [--config NAME] [--run-dir DIR] [--resume] [--FIELD VALUE ...]
+Command:  `rnn-jax-train [--config NAME] [--run-dir DIR] [--resume] [--FIELD VALUE ...]`
           (in a checkout also `python -m experiments.train_lm`)
 Expected: each config's expected result and its source are printed at the start (see rnn_jax/configs.py);
           the default `notes` reaches a validation perplexity of about 6 on 2 CPU cores in under two minutes.
