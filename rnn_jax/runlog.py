@@ -1,5 +1,9 @@
 """A run's metrics on disk: `metrics.jsonl` (every event), `metrics.csv` (one row per epoch) and a plot.
 
+`metrics.jsonl` is the source of truth. With `tensorboard=True` every event's numbers are also written as
+TensorBoard scalars (`<kind>/<field>` against the training window) to `<run dir>/tensorboard/` through
+tensorboardX (the `tensorboard` extra); view them with `tensorboard --logdir runs`.
+
 Examples:
     >>> log = RunLog("runs/x")                                         # doctest: +SKIP
     >>> log.write({"kind": "train", "windows": 50, "train_nll": 3.1})  # doctest: +SKIP
@@ -11,7 +15,10 @@ import csv
 import json
 import math
 import os
+import numbers
 import pathlib
+
+from rnn_jax.errors import ConfigError
 
 EPOCH_COLUMNS = ("epoch", "windows", "step", "wall_s", "learning_rate", "train_nll", "train_perplexity",
                  "valid_nll", "valid_perplexity", "tokens_per_s", "skipped_steps")
@@ -20,10 +27,11 @@ EPOCH_COLUMNS = ("epoch", "windows", "step", "wall_s", "learning_rate", "train_n
 class RunLog:
     """Appends events to `metrics.jsonl`; rewrites `metrics.csv` and `perplexity.png` from them on demand."""
 
-    def __init__(self, run_dir: str | pathlib.Path, enabled: bool = True):
+    def __init__(self, run_dir: str | pathlib.Path, enabled: bool = True, tensorboard: bool = False):
         self.run_dir = pathlib.Path(run_dir)
         self.jsonl = self.run_dir / "metrics.jsonl"
         self.enabled = enabled  # False on all but the primary process of a multi-host run
+        self.tensorboard = _tensorboard_writer(self.run_dir / "tensorboard") if tensorboard and enabled else None
 
     def events(self) -> list[dict]:
         """Logged events; a line cut short by a killed process is skipped."""
@@ -42,6 +50,17 @@ class RunLog:
             return
         with self.jsonl.open("a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")
+        if self.tensorboard is not None:
+            step = int(event.get("windows", 0))
+            for key, value in event.items():
+                if isinstance(value, numbers.Real) and not isinstance(value, bool) and key not in ("windows", "epoch"):
+                    self.tensorboard.add_scalar(f"{event.get('kind', 'event')}/{key}", value, step)
+
+    def close(self) -> None:
+        """Writes out what the TensorBoard writer still queues (its worker thread writes every 10 s before)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
     def truncate_after(self, windows: int) -> None:
         """Drops events logged after `windows` training windows (those a resumed run will redo)."""
@@ -99,3 +118,13 @@ class RunLog:
         plt.close(fig)
         os.replace(tmp, path)
         return path
+
+
+def _tensorboard_writer(directory: pathlib.Path):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise ConfigError("tensorboard=True needs tensorboardX; install it with pip install 'rnn-jax-lab[tensorboard]' "
+                          "(or pip install tensorboardX), or leave --tensorboard off: metrics.jsonl has every figure"
+                          ) from None
+    return SummaryWriter(str(directory), flush_secs=10)

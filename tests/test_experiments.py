@@ -23,11 +23,12 @@ def test_train_resume_and_sample(tmp_path, capsys):
     path = tmp_path / "text.txt"
     path.write_text("".join(f"line {i % 13} of a small text\n" for i in range(400)))
     common = ["--data-source", str(path), "--data-max-vocab", "none", "--run-dir", str(tmp_path / "run"),
-              "--max-windows-per-epoch", "3", "--sample-length", "10", "--no-progress"]
+              "--max-windows-per-epoch", "3", "--sample-length", "10", "--no-progress", "--tensorboard"]
     result = train_lm.main(common + ["--epochs", "1"])
     out = capsys.readouterr().out
     assert "config notes" in out and "epoch 1/1" in out and "sample:" in out
     assert result.history[0]["epoch"] == 1
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))  # the optional TensorBoard mirror
     resumed = train_lm.main(["--resume", "--run-dir", str(tmp_path / "run"), "--no-progress"])
     assert "resumed" in capsys.readouterr().out and len(resumed.history) == 1
     [text] = sample.main(["--run-dir", str(tmp_path / "run"), "--prompt", "line", "--length", "12", "--seed", "1"])

@@ -98,6 +98,8 @@ class TrainConfig:
         sample_temperature: its temperature.
         num_devices: devices to shard each batch over (data parallel; None: every visible device). batch_size
             and eval_batch_size must divide by it.
+        tensorboard: also write the logged figures as TensorBoard scalars to <run dir>/tensorboard (needs
+            tensorboardX: the `tensorboard` extra); metrics.jsonl stays the record.
         native: the native-kernel mode of the run, "auto", "off" or "require" (`rnn_jax.kernels.policy`); None
             follows RNN_JAX_NATIVE (default "auto").
     """
@@ -121,6 +123,7 @@ class TrainConfig:
     sample_prompt: str = "The "
     sample_temperature: float = 0.8
     num_devices: Optional[int] = None
+    tensorboard: bool = False
     native: Optional[str] = None
 
     def __post_init__(self):

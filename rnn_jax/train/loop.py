@@ -124,7 +124,7 @@ class _Run:
         self.carry = self.fresh_carry()
         self.position = LoopPosition()
         self.checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.keep_checkpoints)
-        self.runlog = RunLog(run_dir, enabled=primary)
+        self.runlog = RunLog(run_dir, enabled=primary, tensorboard=config.tensorboard)
 
     def _compile_steps(self) -> None:
         config, mesh = self.config, self.mesh
@@ -310,6 +310,7 @@ class _Run:
             (best_state, _), _ = self.checkpointer.restore(position.best_step, (self.state, self.carry))
             best_params = best_state.params
         self.checkpointer.close()
+        self.runlog.close()
         split = lambda ids, name: evaluate(self.model, best_params, ids, self.eval_batch, config.num_steps,
                                            self.eval_step, name=name, mesh=self.mesh)
         valid, test = split(self.corpus.valid, "valid"), split(self.corpus.test, "test")
