@@ -155,6 +155,29 @@ def matmul_peak() -> float:
     return best
 
 
+def cpu_description() -> dict:
+    """The CPU's model name and the flags that decide its fast paths (AVX-512, its bf16 dot products, AMX)."""
+    model, flags = "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {"model": model, "flags": [flag for flag in wanted if flag in flags]}
+
+
+def device_description() -> dict:
+    """The backend, its first device's kind and the CPU (recorded beside every figure)."""
+    device = jax.devices()[0]
+    return {"platform": device.platform, "device": str(device), "device_kind": device.device_kind,
+            "cpu": cpu_description()}
+
+
 def versions() -> dict:
     from rnn_jax import kernels
 
@@ -484,9 +507,14 @@ def torch_cpu_peak_bytes(call: Callable[[], Any]) -> int:
     return peak
 
 
+CPU_ONLY = {"torch": "PyTorch on the CPU", "fused_xla": "the default with the native CPU kernels off"}
+
+
 def build(name: str, w: Workload, cell: str, train: bool) -> Built:
     if name in PEER_CELLS and cell not in PEER_CELLS[name]:
         raise PeerUnavailable(f"no peer: {name} has no {cell} cell")
+    if name in CPU_ONLY and jax.default_backend() != "cpu":
+        raise PeerUnavailable(f"a CPU-only row ({CPU_ONLY[name]}) on the {jax.default_backend()} backend")
     if name == "torch":
         return torch_step(w, cell, train)
     if name == "torch_cuda":
@@ -545,8 +573,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = parse_config(BenchConfig(), argv, description=__doc__.splitlines()[0])
     reused = reuse_freed_memory() if config.reuse_host_memory else False  # before JAX starts its threads
     peak = matmul_peak()
-    print(f"machine: {os.cpu_count()} CPU core(s), {jax.devices()[0].platform}; fp32 matmul peak measured "
-          f"{peak / 1e9:.1f} GFLOP/s; freed host memory reused: {reused}")
+    machine = device_description()
+    print(f"machine: {os.cpu_count()} CPU core(s) of a {machine['cpu']['model']} ({', '.join(machine['cpu']['flags'])}); "
+          f"{machine['device_kind']} ({machine['platform']}); fp32 matmul peak measured {peak / 1e9:.1f} GFLOP/s; "
+          f"freed host memory reused: {reused}")
     results, skipped, products = [], [], {}
     for name in config.configs:
         w = workload(name)
@@ -599,8 +629,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for row in rows:
             full = "not measured" if row["full unroll"] is None else f"{row['full unroll']:.2f}s"
             print(f"  T={row['T']:>5}: fused {row['fused']:.2f}s, scan unroll=1 {row['unroll=1']:.2f}s, full unroll {full}")
-    report = {"machine": {"cpus": os.cpu_count(), "platform": jax.devices()[0].platform, "device": str(jax.devices()[0]),
-                          "matmul_peak_flops": peak, "host_memory_reused": reused,
+    report = {"machine": {"cpus": os.cpu_count(), **device_description(), "matmul_peak_flops": peak, "host_memory_reused": reused,
                           "versions": versions()}, "config": dataclasses.asdict(config), "results": results,
               "skipped": skipped, "compile_vs_T": compiles, "product_times": products}
     print("\n" + summary_table(report))

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench_lm import timed_rounds, versions
+from experiments.bench_lm import device_description, timed_rounds, versions
 from rnn_jax import get_cell, param_dtype
 from rnn_jax.cells import base
 from rnn_jax.cli import parse_config
@@ -165,7 +165,9 @@ def print_rows(rows: list[dict]) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     config = parse_config(ScanBenchConfig(), argv, description=__doc__.splitlines()[0])
     check_config(config)
-    print(f"machine: {os.cpu_count()} CPU core(s), {jax.devices()[0]}; B={config.batch_size} "
+    machine = device_description()
+    print(f"machine: {os.cpu_count()} CPU core(s) of a {machine['cpu']['model']} ({', '.join(machine['cpu']['flags'])}); "
+          f"{machine['device_kind']}; B={config.batch_size} "
           f"E={config.input_size} H={config.hidden_size}; forms {', '.join(config.forms)}", flush=True)
     results = []
     groups = [(c, w, T) for c in config.cells for w in config.workloads for T in config.lengths]
@@ -174,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         rows = measure(config, cell_name, workload, T)
         print_rows(rows)
         results += rows
-    report = {"machine": {"cpus": os.cpu_count(), "device": str(jax.devices()[0]), "versions": versions()},
+    report = {"machine": {"cpus": os.cpu_count(), **device_description(), "versions": versions()},
               "config": dataclasses.asdict(config), "results": results}
     print("\n" + summary_table(report))
     if config.out:

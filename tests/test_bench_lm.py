@@ -176,3 +176,17 @@ def test_a_cell_without_a_peer_is_reported_as_no_peer():
     w = bench_lm.Workload("x", 100, 20, 2, 5, 4, True, 10)
     assert w.flops_per_token("lstm", False) == 2 * 4 * 20 * (10 + 20) + 2 * 4 * 20 * 40 + 2 * 100 * 20
     assert w.flops_per_token("indrnn", False) == 2 * 20 * (10 + 20) + 2 * 100 * 20
+
+
+def test_cpu_only_rows_are_skipped_on_an_accelerator(monkeypatch):
+    monkeypatch.setattr(bench_lm.jax, "default_backend", lambda: "gpu")
+    for name in ("torch", "fused_xla"):
+        with pytest.raises(bench_lm.PeerUnavailable, match="a CPU-only row .* on the gpu backend"):
+            bench_lm.build(name, bench_lm.workload("notes"), "lstm", True)
+
+
+def test_the_machine_record_names_the_cpu_and_its_flags():
+    machine = bench_lm.device_description()
+    assert machine["platform"] == jax.devices()[0].platform and machine["device_kind"]
+    assert machine["cpu"]["model"] != "" and set(machine["cpu"]["flags"]) <= {"avx2", "avx512f", "avx512_bf16",
+                                                                              "amx_bf16", "amx_tile"}

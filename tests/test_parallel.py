@@ -14,7 +14,8 @@ import pytest
 from rnn_jax import parallel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=str(REPO))
+# Four forced CPU devices, on the CPU backend even on a machine with an accelerator.
+ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
 
 
 @pytest.fixture(scope="module")

@@ -386,3 +386,24 @@ def test_step_whose_updated_parameters_overflow_is_not_applied(sparse):
     assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
     assert not bool(metrics["finite"]) and int(new_state.step) == 0
     chex.assert_trees_all_equal(new_state.params, state.params)
+
+
+def test_train_reads_step_metrics_only_at_log_lines_and_checkpoints(text_file, tmp_path, monkeypatch):
+    """The loop dispatches steps without waiting for each: their metrics are read in one transfer per log line,
+    mid-epoch checkpoint and epoch end, and the logged figures are those of reading every step."""
+    from rnn_jax.train import loop
+
+    reads, real_get = [], loop.jax.device_get
+
+    def counting_get(tree):
+        if isinstance(tree, list) and tree and isinstance(tree[0], dict) and "finite" in tree[0]:
+            reads.append(len(tree))  # the loop's read of its pending steps' metrics
+        return real_get(tree)
+
+    monkeypatch.setattr(loop.jax, "device_get", counting_get)
+    config = small_config(text_file, epochs=1, max_windows_per_epoch=12, log_every=4, checkpoint_every=0)
+    result = train(config, tmp_path / "run", progress=False, log=lambda _: None)
+    assert reads == [4, 4, 4]  # windows 1-4, 5-8, 9-12: three reads, not twelve
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["windows"] for e in events if e["kind"] == "train"] == [4, 8, 12]
+    assert result.history[0]["train_nll"] > 0

@@ -123,6 +123,7 @@ class _Run:
         self.state = parallel.place(state, self.replicated)
         self.carry = self.fresh_carry()
         self.position = LoopPosition()
+        self.pending: list = []  # dispatched steps whose metrics are not read yet: (window, epoch, run step, metrics)
         self.checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.keep_checkpoints)
         self.runlog = RunLog(run_dir, enabled=primary, tensorboard=config.tensorboard)
 
@@ -164,6 +165,7 @@ class _Run:
         self.checkpointer.save(self.position.windows, (self.state, self.carry), record, valid_nll=valid_nll)
 
     def interrupt(self, signum: int, clock) -> None:
+        self._drain()
         self.position.elapsed, self.position.epoch_seconds = clock()
         self.save()
         self.checkpointer.close()
@@ -193,48 +195,70 @@ class _Run:
                 if stop["signum"] is not None:
                     bar.close()
                     self.interrupt(stop["signum"], clock)
-                if self._window(index, epoch, clock):
-                    bar.update(1)
-                    if position.running and position.windows % config.log_every == 0:
-                        self._log_train(epoch, bar, clock)
+                self._window(index, epoch)
+                bar.update(1)
+                self._account_if_due(epoch, bar, clock)
             bar.close()
+            self._drain()
             history.append(self._end_epoch(epoch, clock))
             if stop["signum"] is not None and epoch + 1 < config.epochs:
                 self.interrupt(stop["signum"], clock)
         return history
 
-    def _window(self, index: int, epoch: int, clock) -> bool:
-        """One train step on window `index`; whether it was applied."""
+    def _window(self, index: int, epoch: int) -> None:
+        """Dispatches the train step on window `index`. JAX runs it asynchronously: its metrics stay on the device
+        until `_drain` reads them, so the host does not wait for every step."""
         config, position = self.config, self.position
         inputs, targets = data_lib.window(self.rows, index, config.num_steps)
         self.state, self.carry, metrics = self.train_step(self.state, self.carry,
                                                           parallel.global_batch(self.mesh, inputs),
                                                           parallel.global_batch(self.mesh, targets))
-        metrics = jax.device_get(metrics)
         position.window, position.windows = index + 1, position.windows + 1
-        if not metrics["finite"]:
-            self._skipped(index, epoch, float(metrics["loss"]))
-            return False
-        position.bad_in_row = 0
-        position.epoch_nll += float(metrics["nll"])
-        position.epoch_windows += 1
-        position.running.append((float(metrics["nll"]), float(metrics["grad_norm"])))
-        if config.checkpoint_every and position.window % config.checkpoint_every == 0 \
-                and position.window < self.windows_per_epoch:
+        self.pending.append((index, epoch, position.windows, metrics))
+
+    def _account_if_due(self, epoch: int, bar, clock) -> None:
+        """At a log line or a mid-epoch checkpoint: reads the pending metrics, then logs or saves (each only after
+        an applied step, as an uninterrupted synchronous loop would)."""
+        config, position = self.config, self.position
+        due_log = position.windows % config.log_every == 0
+        due_checkpoint = bool(config.checkpoint_every) and position.window % config.checkpoint_every == 0 \
+            and position.window < self.windows_per_epoch
+        if not (due_log or due_checkpoint):
+            return
+        applied = self._drain()
+        if applied and due_log and position.running:
+            self._log_train(epoch, bar, clock)
+        if applied and due_checkpoint:
             position.elapsed, position.epoch_seconds = clock()
             self.save()
-        return True
 
-    def _skipped(self, index: int, epoch: int, loss: float) -> None:
+    def _drain(self) -> bool:
+        """Reads the dispatched steps' metrics in one transfer and accounts for them in order; whether the last
+        one was applied (True when none was pending)."""
+        pending, self.pending = self.pending, []
+        applied = True
+        for (index, epoch, windows, _), metrics in zip(pending, jax.device_get([entry[3] for entry in pending])):
+            applied = bool(metrics["finite"])
+            if not applied:
+                self._skipped(index, epoch, windows, float(metrics["loss"]))
+                continue
+            position = self.position
+            position.bad_in_row = 0
+            position.epoch_nll += float(metrics["nll"])
+            position.epoch_windows += 1
+            position.running.append((float(metrics["nll"]), float(metrics["grad_norm"])))
+        return applied
+
+    def _skipped(self, index: int, epoch: int, windows: int, loss: float) -> None:
         position = self.position
         position.bad_in_row += 1
         position.skipped_steps += 1
         position.epoch_skipped += 1
-        self.runlog.write({"kind": "skipped", "windows": position.windows, "epoch": epoch + 1, "loss": loss})
+        self.runlog.write({"kind": "skipped", "windows": windows, "epoch": epoch + 1, "loss": loss})
         if position.bad_in_row >= self.config.max_bad_steps:
             raise NonFiniteError(
                 f"{position.bad_in_row} consecutive non-finite training steps (the last at window {index} of epoch "
-                f"{epoch + 1}, run step {self.position.windows}); none was applied. The last good checkpoint in "
+                f"{epoch + 1}, run step {windows}); none was applied. The last good checkpoint in "
                 f"{self.checkpointer.directory} is intact; lower the learning rate or check the data")
 
     def _log_train(self, epoch: int, bar, clock) -> None:
