@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from conftest import CELL_CASES
+from conftest import CELL_CASES, cell_cases_with_variants_slow
 from rnn_jax import CELLS, LSTMPCell, get_cell, output_size, scan
 
 E, H = 3, 4
@@ -67,7 +67,7 @@ def test_every_initializer_builds_every_cell(cell, opts, initializer, scale):
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(params))
 
 
-@pytest.mark.parametrize("cell, opts", CELL_CASES)
+@pytest.mark.parametrize("cell, opts", cell_cases_with_variants_slow())  # variants: also held to scan's autodiff
 def test_gradients_match_finite_differences(cell, opts, x64):
     params = cell.init(jax.random.key(0), E, H, dtype=jnp.float64, **opts)
     carry = jax.tree.map(lambda a: a + 0.1, cell.initial_state(H, (2,), jnp.float64))
