@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax.errors import ConfigError
-from rnn_jax import _checks, cells
+from rnn_jax import _checks, cells, regularisers
 from rnn_jax.cells import get_cell, output_size
 from rnn_jax.output import (REDUCTIONS, OutputParams, output_logits, output_nll, reduce_nll,  # noqa: F401
                             sequence_loss)
@@ -57,6 +57,11 @@ class LMConfig:
         gru_reset_after: the cuDNN/PyTorch reset-after form (cells whose init takes `reset_after`, e.g. the GRU).
         dropout: rate on the non-recurrent connections (0 disables).
         same_mask_over_time: reuse one dropout mask at every time step.
+        embed_dropout: rate of whole words dropped from the embedding (every occurrence of an id together).
+        weight_drop: DropConnect rate on the cell's recurrent weight matrices, one mask per batch (cells that
+            name `recurrent_weights`: LSTM, GRU and their variants).
+        ar_alpha: activation regularisation α · mean(h²) of the last layer's dropped outputs (0: off).
+        tar_beta: temporal activation regularisation β · mean((h_t − h_{t−1})²) of its outputs (0: off).
         runner: "fused" (the fast path, `rnn_jax.fused_scan`), "hoisted" (input products before the loop), "scan",
             "unrolled" or "associative" (a parallel scan over time, for state-linear cells such as minGRU).
         unroll: `lax.scan` unroll factor.
@@ -77,6 +82,10 @@ class LMConfig:
     gru_reset_after: bool = False
     dropout: float = 0.0
     same_mask_over_time: bool = False
+    embed_dropout: float = 0.0
+    weight_drop: float = 0.0
+    ar_alpha: float = 0.0
+    tar_beta: float = 0.0
     runner: str = "fused"
     unroll: int = 1
 
@@ -85,9 +94,13 @@ class LMConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"LMConfig.{name} must be a positive int; got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"LMConfig.dropout must be in [0, 1); got {self.dropout}")
+        for name in ("dropout", "embed_dropout", "weight_drop"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"LMConfig.{name} must be in [0, 1); got {getattr(self, name)}")
+        if not (self.ar_alpha >= 0 and self.tar_beta >= 0):
+            raise ConfigError(f"LMConfig.ar_alpha and tar_beta must be >= 0; got {self.ar_alpha}, {self.tar_beta}")
         cell = get_cell(self.cell, proj_size=self.proj_size)
+        regularisers.check_weight_drop(cell, self.weight_drop)
         if self.tie_weights and self.embed_size != output_size(cell, self.hidden_size):
             raise ConfigError(f"tie_weights needs embed_size == the recurrent output size; got E={self.embed_size}, "
                              f"output size {output_size(cell, self.hidden_size)}")
@@ -229,18 +242,43 @@ class LanguageModel:
         hs, carry = self.hidden_states_from_embeddings(params, carry, xs, key=key, train=train)
         return output_logits(params, hs), carry
 
+    def training_features(self, params: LMParams, carry: tuple, xs: jax.Array, tokens: jax.Array, key: jax.Array,
+                          *, time_major: bool = False) -> tuple[jax.Array, tuple, jax.Array]:
+        """`hidden_states_from_embeddings` in training, with every regulariser of the config applied.
+
+        Embedding dropout scales the rows xs by `regularisers.embedding_dropout_scale` of their ids `tokens`
+        ((B, T), or (T, B) with time_major), weight drop masks the recurrent weights, and the AR/TAR penalty
+        comes back beside the features. Each draws from its own key folded out of `key`, so the dropout masks are
+        those of `hidden_states(..., train=True)` whatever else is on.
+
+        Returns:
+            (features as `hidden_states` gives them, final per-layer carries, the AR + TAR penalty (a scalar)).
+        """
+        cfg = self.config
+        if cfg.embed_dropout > 0.0:
+            scale = regularisers.embedding_dropout_scale(jax.random.fold_in(key, 1), tokens, cfg.vocab_size,
+                                                         cfg.embed_dropout)
+            xs = xs * scale[..., None].astype(xs.dtype)
+        hs, carry, raw = self._features(params, carry, xs, key, True, time_major, keep_raw=True)
+        penalty = regularisers.activation_penalty(hs, raw, cfg.ar_alpha, cfg.tar_beta, time_axis=0 if time_major else 1)
+        return hs, carry, penalty
+
     def _features(self, params: LMParams, carry: tuple, xs: jax.Array, key: jax.Array | None, train: bool,
-                  time_major: bool = False) -> tuple[jax.Array, tuple]:
+                  time_major: bool = False, keep_raw: bool = False):
         cfg = self.config
         dropout_on = train and cfg.dropout > 0.0
-        if dropout_on and key is None:
-            raise ValueError(f"train=True with dropout={cfg.dropout} needs a PRNG key: apply(..., key=key)")
+        if (dropout_on or (train and cfg.weight_drop > 0.0)) and key is None:
+            raise ValueError(f"train=True with dropout={cfg.dropout}, weight_drop={cfg.weight_drop} needs a PRNG key: "
+                             "apply(..., key=key)")
         keys = iter(jax.random.split(key, cfg.num_layers + 1)) if dropout_on else None
         drop = ((lambda x: dropout(next(keys), x, cfg.dropout, cfg.same_mask_over_time, time_major)) if dropout_on
                 else (lambda x: x))
-        carry, hs = run_layers(self.layer_cell, params.rnn, carry, drop(xs), runner=cfg.runner, unroll=cfg.unroll,
+        layers = params.rnn
+        if train and cfg.weight_drop > 0.0:
+            layers = regularisers.weight_drop(jax.random.fold_in(key, 2), layers, self.layer_cell, cfg.weight_drop)
+        carry, hs = run_layers(self.layer_cell, layers, carry, drop(xs), runner=cfg.runner, unroll=cfg.unroll,
                                time_major=time_major, between_layers=lambda _, h: drop(h))
-        return drop(hs), carry
+        return (drop(hs), carry, hs) if keep_raw else (drop(hs), carry)
 
 
 def _check_lm_params(params: Any) -> None:

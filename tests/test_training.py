@@ -145,6 +145,8 @@ SGD_TIGHT_CLIP = OptimConfig(name="sgd", learning_rate=1000.0, clip_norm=1e-5)  
     pytest.param("gru", {"gru_reset_after": True, "use_bias": True},
                  OptimConfig(name="sgd", learning_rate=0.5, clip_norm=None, schedule="cosine"), id="gru-sgd_cosine"),
     pytest.param("elman", {}, SGD_TIGHT_CLIP, id="elman-sgd_clip"),
+    pytest.param("lstm", {"embed_dropout": 0.1, "weight_drop": 0.3, "ar_alpha": 1.0, "tar_beta": 1.0},
+                 SGD_TIGHT_CLIP, id="lstm-awd_regularisers-sgd_clip"),
 ])
 def test_sparse_embedding_step_equals_the_dense_step(cell, options, optim):
     """Four SGD steps (clipping active, repeated ids, rows the batch never uses): the same parameters, carry and

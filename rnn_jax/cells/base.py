@@ -7,7 +7,7 @@ A cell is any object (a module, a class instance) with three functions over pytr
     step(params, carry, x) -> (carry, h)            x (*batch, E) -> h (*batch, H)
 
 That is enough for every runner (`scan`, `unrolled`, `hoisted_scan`, `fused_scan`), `Stacked`, `Bidirectional`,
-the Flax Linen and NNX modules and the language model. Two optional hooks make it faster:
+the Flax Linen and NNX modules and the language model. Optional hooks make it faster:
 
 - hoisting, `project_inputs(params, xs) -> projected` and `step_projected(params, carry, projected_t)`: the
   input products of every time step in one matrix product before the loop (`hoisted_scan`);
@@ -18,9 +18,10 @@ the Flax Linen and NNX modules and the language model. Two optional hooks make i
   s_t = a_t ⊙ s_{t-1} + b_t with a_t, b_t computed from x_t alone: every s_t then comes from one parallel prefix
   scan over time (`associative_scan`), O(log T) deep instead of T sequential steps.
 
-A cell may also define `output_size(hidden_size)` (the size of h when it differs from H, e.g. LSTMP).
-Generic code reads nothing else: parameter and carry fields are the cell's own business, and sizes and dtypes
-are read from shapes (`param_dtype`).
+A cell may also define `output_size(hidden_size)` (the size of h when it differs from H, e.g. LSTMP) and
+`recurrent_weights`, the names of its parameter fields that are recurrent weight matrices (("W",) for the LSTM;
+weight drop, `rnn_jax.regularisers.weight_drop`, masks those). Generic code reads nothing else: parameter and
+carry fields are the cell's own business, and sizes and dtypes are read from shapes (`param_dtype`).
 
 Examples:
     >>> import jax, jax.numpy as jnp

@@ -58,4 +58,6 @@ project_inputs, step_projected, step = _common.cell_functions(
     check_params=lambda p: _common.check_weights("CIFG LSTM", p.W, p.U, p.b, NUM_GATES, "i, o, g"),
     carry_sizes=lambda p: {"h": p.W.shape[-1], "c": p.W.shape[-1]}, update=_cell_update)
 
-__all__ = ["CIFGParams", "GATES", "init", "initial_state", "project_inputs", "step", "step_projected"]
+recurrent_weights = ("W",)  # the recurrent matrices (weight drop: `rnn_jax.regularisers.weight_drop`)
+
+__all__ = ["recurrent_weights", "CIFGParams", "GATES", "init", "initial_state", "project_inputs", "step", "step_projected"]

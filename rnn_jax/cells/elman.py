@@ -81,3 +81,5 @@ project_inputs, step_projected, step = _common.cell_functions(
     projected_tail=lambda p: (p.W.shape[-1],),
     check_params=lambda p: _common.check_weights("Elman", p.W, p.U, p.b, None, ""),
     carry_sizes=lambda p: {"h": p.W.shape[-1]}, update=_cell_update)
+
+recurrent_weights = ("W",)  # the recurrent matrices (weight drop: `rnn_jax.regularisers.weight_drop`)

@@ -179,3 +179,5 @@ project_inputs, step_projected, step = _common.cell_functions(
     name="GRU", module="gru", params_types=(GRUParams, GRUResetAfterParams), carry_type=HiddenState,
     projected_tail=lambda p: (NUM_GATES, p.W.shape[-1]), check_params=_check_params,
     carry_sizes=lambda p: {"h": p.W.shape[-1]}, update=_cell_update)
+
+recurrent_weights = ("W",)  # the recurrent matrices (weight drop: `rnn_jax.regularisers.weight_drop`)

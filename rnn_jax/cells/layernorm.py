@@ -104,6 +104,7 @@ _lstm = _common.cell_functions(
 
 ln_lstm = _common.Cell(
     "ln_lstm", GATES=lstm.GATES, Params=LNLSTMParams, init=_lstm_init, initial_state=lstm.initial_state,
+    recurrent_weights=("W",),
     project_inputs=_lstm.project_inputs, step_projected=_lstm.step_projected, step=_lstm.step)
 
 # -------------------------------------------------------------------------------------------------- LN-GRU
@@ -142,4 +143,5 @@ _gru = _common.cell_functions(
 
 ln_gru = _common.Cell(
     "ln_gru", GATES=gru.GATES, Params=LNGRUParams, init=_gru_init, initial_state=gru.initial_state,
+    recurrent_weights=("W",),
     project_inputs=_gru.project_inputs, step_projected=_gru.step_projected, step=_gru.step)

@@ -80,6 +80,7 @@ class LSTMPCell:
     """The LSTMP cell for one projection size P (see the module docstring)."""
 
     proj_size: int
+    recurrent_weights = ("W",)  # W multiplies the projected state; W_p is the projection (weight drop leaves it)
 
     def __post_init__(self):
         if not isinstance(self.proj_size, int) or self.proj_size < 1:

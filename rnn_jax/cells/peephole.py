@@ -77,5 +77,7 @@ project_inputs, step_projected, step = _common.cell_functions(
     projected_tail=lambda p: (NUM_GATES, p.W.shape[-1]), check_params=_check_params,
     carry_sizes=lambda p: {"h": p.W.shape[-1], "c": p.W.shape[-1]}, update=_cell_update)
 
-__all__ = ["GATES", "PEEPHOLES", "PeepholeLSTMParams", "init", "initial_state", "project_inputs", "step",
+recurrent_weights = ("W",)  # the recurrent matrices (weight drop: `rnn_jax.regularisers.weight_drop`)
+
+__all__ = ["recurrent_weights", "GATES", "PEEPHOLES", "PeepholeLSTMParams", "init", "initial_state", "project_inputs", "step",
            "step_projected"]

@@ -180,5 +180,7 @@ project_inputs, step_projected, step = _common.cell_functions(
     projected_tail=lambda p: (NUM_GATES, p.U.shape[-2]), check_params=_check_params,
     carry_sizes=lambda p: {field: p.U.shape[-2] for field in SLSTMState._fields}, update=_cell_update)
 
-__all__ = ["BLOCK_DIAGONAL", "GATES", "SLSTMParams", "SLSTMState", "init", "initial_state", "project_inputs", "step",
+recurrent_weights = ("W",)  # the recurrent matrices (weight drop: `rnn_jax.regularisers.weight_drop`)
+
+__all__ = ["recurrent_weights", "BLOCK_DIAGONAL", "GATES", "SLSTMParams", "SLSTMState", "init", "initial_state", "project_inputs", "step",
            "step_projected"]

@@ -51,7 +51,8 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
     The incoming carry is a constant (no gradient across windows). A step whose loss, gradients or updated
     parameters are not finite (tested through their norms, which also flag a norm beyond float32's range) is not
     applied: parameters, optimiser state and carry stay as they were, `metrics["finite"]` is False. metrics: loss (as
-    reduced), nll (token mean, nats), grad_norm, finite. The model's runner (default "fused") runs the layers;
+    reduced, plus the AR/TAR penalty where the config asks for it), nll (token mean, nats), grad_norm, finite. The
+    config's regularisers (`LanguageModel.training_features`) act here only; evaluation runs without them. The model's runner (default "fused") runs the layers;
     the loss is `rnn_jax.output.output_nll` (`native=False` keeps its XLA form; None follows the native policy).
 
     With `sparse_embedding` (`rnn_jax.train.sparse_embedding`), only the batch's rows of the embedding table are
@@ -62,11 +63,15 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
         raise ValueError("sparse_embedding=True needs untied weights: with tie_weights the embedding table is also "
                          "the output layer's weight, whose gradient is dense. Use sparse_embedding=False.")
 
-    def loss_of_rows(params, rows, carry, targets, key):
-        hs, new_carry = model.hidden_states_from_embeddings(params, carry, rows, key=key, train=True,
-                                                            time_major=True)
-        nll = output_nll(params, hs, targets.T, native=native).T
-        return reduce_nll(nll, reduction), (new_carry, nll.mean())
+    def loss_of_rows_for(inputs):
+        """The loss of the embedded rows of `inputs` (their ids drive embedding dropout), with the AR/TAR penalty."""
+
+        def loss_of_rows(params, rows, carry, targets, key):
+            hs, new_carry, penalty = model.training_features(params, carry, rows, inputs.T, key, time_major=True)
+            nll = output_nll(params, hs, targets.T, native=native).T
+            return reduce_nll(nll, reduction) + penalty, (new_carry, nll.mean())
+
+        return loss_of_rows
 
     embed = lambda params, inputs: model.embed(params, inputs, time_major=True)
 
@@ -76,11 +81,12 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
         if sparse_embedding:
             sparse.check_optimizer_state(state.opt_state, state.params.embedding)
             loss, (new_carry, nll), grads, row_ids = sparse.sparse_gradients(
-                loss_of_rows, embed, state.params, carry, inputs, targets, dropout_key)
+                loss_of_rows_for(inputs), embed, state.params, carry, inputs, targets, dropout_key)
             updates, opt_state = optimizer.update(grads, state.opt_state, None)  # SGD reads no parameters
         else:
             (loss, (new_carry, nll)), grads = jax.value_and_grad(
-                lambda p: loss_of_rows(p, embed(p, inputs), carry, targets, dropout_key), has_aux=True)(state.params)
+                lambda p: loss_of_rows_for(inputs)(p, embed(p, inputs), carry, targets, dropout_key),
+                has_aux=True)(state.params)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         grad_norm = _global_norm(grads)
         if sparse_embedding:
