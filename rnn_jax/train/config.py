@@ -98,6 +98,10 @@ class TrainConfig:
         sample_temperature: its temperature.
         num_devices: devices to shard each batch over (data parallel; None: every visible device). batch_size
             and eval_batch_size must divide by it.
+        max_tokens: stop after this many training tokens (None: no limit); the schedule ends there.
+        max_seconds: stop after this many seconds since the process started, compilation included (None: no
+            limit); the schedule is fitted to the time left once the step time is measured (`rnn_jax.train.budget`).
+            A run ends at the first of epochs, max_tokens and max_seconds: give a large --epochs to train by budget.
         tensorboard: also write the logged figures as TensorBoard scalars to <run dir>/tensorboard (needs
             tensorboardX: the `tensorboard` extra); metrics.jsonl stays the record.
         native: the native-kernel mode of the run, "auto", "off" or "require" (`rnn_jax.kernels.policy`); None
@@ -123,6 +127,8 @@ class TrainConfig:
     sample_prompt: str = "The "
     sample_temperature: float = 0.8
     num_devices: Optional[int] = None
+    max_tokens: Optional[int] = None
+    max_seconds: Optional[float] = None
     tensorboard: bool = False
     native: Optional[str] = None
 
@@ -135,6 +141,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"TrainConfig.{name} must be a positive int or None; got {value!r}")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise ConfigError(f"TrainConfig.max_tokens must be a positive int or None; got {self.max_tokens!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError(f"TrainConfig.max_seconds must be > 0 or None; got {self.max_seconds!r}")
         if self.checkpoint_every < 0 or self.sample_length < 0:
             raise ConfigError("TrainConfig.checkpoint_every and sample_length must be >= 0")
         if self.loss_reduction not in REDUCTIONS[:2]:

@@ -38,10 +38,12 @@ from rnn_jax.errors import ConfigError, DivergenceError, ExpectedError
 from rnn_jax import data as data_lib
 from rnn_jax import kernels, parallel
 from rnn_jax.checkpoints import Checkpointer
-from rnn_jax.lm import LanguageModel, LMParams
+from rnn_jax.lm import LanguageModel
 from rnn_jax.runlog import RunLog
 from rnn_jax.train.config import TrainConfig, config_to_dict
+from rnn_jax.train.budget import FIT_AFTER_WINDOWS, Budget, process_seconds
 from rnn_jax.train.optim import learning_rate_schedule, make_optimizer
+from rnn_jax.train.position import LoopPosition, TrainResult  # noqa: F401  (re-exported)
 from rnn_jax.train.progress import perplexity_text, progress_bar
 from rnn_jax.train.run_dir import load_corpus, resolve_config, write_atomically
 from rnn_jax.train.sampling import generate
@@ -52,48 +54,6 @@ from rnn_jax.train.step import TrainState, evaluate, make_eval_step, make_train_
 
 class NonFiniteError(ExpectedError, FloatingPointError):
     """Too many consecutive training steps had a non-finite loss or gradient."""
-
-
-@dataclasses.dataclass
-class TrainResult:
-    """What `train` returns: the run directory, per-epoch history, final figures, the sample."""
-
-    run_dir: pathlib.Path
-    config: TrainConfig
-    history: list
-    valid: dict
-    test: dict
-    sample: str
-    params: LMParams
-    train_step: Callable
-    vocab: data_lib.Vocabulary
-
-
-
-@dataclasses.dataclass
-class LoopPosition:
-    """Where the loop stands, saved with every checkpoint: epochs and windows done, time spent, the best
-    validation loss so far, skipped steps, the running sums of the current epoch and the (nll, grad norm) pairs
-    since the last log line, so that a resumed run logs the same figures as an uninterrupted one."""
-
-    epoch: int = 0
-    window: int = 0
-    windows: int = 0
-    elapsed: float = 0.0
-    best_valid_nll: Optional[float] = None
-    best_step: Optional[int] = None
-    skipped_steps: int = 0
-    epoch_nll: float = 0.0
-    epoch_windows: int = 0
-    epoch_seconds: float = 0.0
-    epoch_skipped: int = 0
-    bad_in_row: int = 0
-    running: list = dataclasses.field(default_factory=list)
-
-    @classmethod
-    def from_record(cls, record: dict) -> "LoopPosition":
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in record.items() if key in names})
 
 
 class _Run:
@@ -112,10 +72,10 @@ class _Run:
         self.windows_per_epoch = min(windows, config.max_windows_per_epoch or windows)
         self.eval_batch = config.eval_batch_size or config.batch_size
         self.model = LanguageModel(config.model)
-        total = self.windows_per_epoch * config.epochs
-        self.schedule = None if optimizer else learning_rate_schedule(config.optim, self.windows_per_epoch, total)
-        self.optimizer = optimizer or make_optimizer(config.optim, self.windows_per_epoch, total)
-        self._compile_steps()
+        self.budget = Budget(config.max_seconds, config.max_tokens, config.batch_size * config.num_steps)
+        self.seconds_before, self.pace = 0.0, None  # budget seconds of earlier processes; (seconds, windows) mark
+        self.given_optimizer = optimizer
+        self._build_optimizer(self.budget.planned_steps(self.windows_per_epoch * config.epochs))
         init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
         params = self.model.init(init_key)
         state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params),
@@ -126,6 +86,36 @@ class _Run:
         self.pending: list = []  # dispatched steps whose metrics are not read yet: (window, epoch, run step, metrics)
         self.checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.keep_checkpoints)
         self.runlog = RunLog(run_dir, enabled=primary, tensorboard=config.tensorboard)
+
+    def _build_optimizer(self, total_steps: int) -> None:
+        """The schedule over `total_steps` and the compiled steps (rebuilt when a time budget fits the schedule)."""
+        config, optimizer = self.config, self.given_optimizer
+        self.total_steps = total_steps
+        self.schedule = None if optimizer else learning_rate_schedule(config.optim, self.windows_per_epoch, total_steps)
+        self.optimizer = optimizer or make_optimizer(config.optim, self.windows_per_epoch, total_steps)
+        self._compile_steps()
+
+    def budget_seconds(self) -> float:
+        return self.seconds_before + process_seconds()
+
+    def _fit_schedule(self) -> None:
+        """Under a time budget: once the pace is measured, fits the schedule's length to the seconds left."""
+        position = self.position
+        if not self.budget.timed or position.fitted_steps is not None or self.given_optimizer is not None:
+            return
+        now = self.budget_seconds()
+        if self.pace is None:
+            self.pace = (now, position.windows)  # the first read: compilation is behind us
+            return
+        started, windows = self.pace
+        if position.windows - windows < FIT_AFTER_WINDOWS:
+            return
+        cap = self.budget.planned_steps(self.windows_per_epoch * self.config.epochs)
+        position.fitted_steps = self.budget.fitted_steps(position.windows, self.budget_seconds(),
+                                                         (now - started) / (position.windows - windows), cap)
+        if position.fitted_steps != self.total_steps:
+            self._build_optimizer(position.fitted_steps)
+        self.log(f"time budget: the schedule runs over {position.fitted_steps} steps")
 
     def _compile_steps(self) -> None:
         config, mesh = self.config, self.mesh
@@ -156,11 +146,15 @@ class _Run:
         for damaged in [step for step in self.checkpointer.steps() if step > restored_step]:
             self.log(f"checkpoint {damaged} is damaged: moved aside to {self.checkpointer.quarantine(damaged).name}")
         self.position = LoopPosition.from_record(record)
+        self.seconds_before = self.position.budget_seconds
+        if self.position.fitted_steps is not None and self.position.fitted_steps != self.total_steps:
+            self._build_optimizer(self.position.fitted_steps)  # the schedule the run was fitted to
         self.runlog.truncate_after(self.position.windows)
         self.log(f"resumed {run_dir} at checkpoint {restored_step}: epoch {self.position.epoch + 1}, window "
                  f"{self.position.window}")
 
     def save(self, valid_nll=None) -> None:
+        self.position.budget_seconds = self.budget_seconds()
         record = dict(dataclasses.asdict(self.position), config=config_to_dict(self.config))
         self.checkpointer.save(self.position.windows, (self.state, self.carry), record, valid_nll=valid_nll)
 
@@ -191,6 +185,7 @@ class _Run:
             clock = self.clocks(start, epoch_start)
             bar = progress_bar(self.windows_per_epoch, position.window, f"epoch {epoch + 1}/{config.epochs}",
                                enabled=self.progress and self.primary)
+            spent = None
             for index in range(position.window, self.windows_per_epoch):
                 if stop["signum"] is not None:
                     bar.close()
@@ -198,9 +193,15 @@ class _Run:
                 self._window(index, epoch)
                 bar.update(1)
                 self._account_if_due(epoch, bar, clock)
+                spent = self.budget.spent(position.windows, self.budget_seconds())
+                if spent:
+                    break
             bar.close()
             self._drain()
             history.append(self._end_epoch(epoch, clock))
+            if spent:
+                self.log(f"stopped after {position.windows} steps: {spent}")
+                break
             if stop["signum"] is not None and epoch + 1 < config.epochs:
                 self.interrupt(stop["signum"], clock)
         return history
@@ -226,6 +227,7 @@ class _Run:
         if not (due_log or due_checkpoint):
             return
         applied = self._drain()
+        self._fit_schedule()
         if applied and due_log and position.running:
             self._log_train(epoch, bar, clock)
         if applied and due_checkpoint:
