@@ -1,0 +1,43 @@
+"""The quality benchmark: its table, JSON and plot from a report, its refusals, and (slow) a real run of an
+rnn_jax recipe and the PyTorch peer for a few seconds each on a short text."""
+
+import json
+
+import pytest
+
+from experiments import bench_quality
+from rnn_jax.errors import ConfigError
+
+REPORT = {"machine": {"platform": "cpu"}, "config": {}, "results": [
+    {"budget_s": 110.0, "recipe": "lstm", "held_out_nll": 1.61, "steps": 1200, "tokens": 7_680_000,
+     "curve": [(50.0, 1.9), (100.0, 1.65)]},
+    {"budget_s": 300.0, "recipe": "lstm", "held_out_nll": 1.52, "steps": 3300, "tokens": 21_120_000, "curve": []},
+    {"budget_s": 110.0, "recipe": "torch_same", "held_out_nll": 1.70, "steps": 900, "tokens": 5_760_000,
+     "curve": []},
+]}
+
+
+def test_outputs_hold_the_table_json_and_plot(tmp_path):
+    bench_quality.write_outputs(tmp_path, REPORT)
+    assert json.loads((tmp_path / "bench_quality.json").read_text())["results"][1]["held_out_nll"] == 1.52
+    table = (tmp_path / "bench_quality.md").read_text()
+    assert "| 110 | lstm | 1.6100 | 1,200 | 7,680,000 |" in table and "| 110 | torch_same | 1.7000 |" in table
+    assert (tmp_path / "bench_quality.png").stat().st_size > 1000
+
+
+def test_unknown_recipes_are_refused():
+    with pytest.raises(ConfigError, match=r"unknown recipe\(s\) \['tiny'\]"):
+        bench_quality.main(["--recipes", "lstm,tiny", "--out", "none"])
+
+
+@pytest.mark.slow
+def test_a_short_real_run_of_rnn_jax_and_the_pytorch_peer(tmp_path, shakespeare_path):
+    pytest.importorskip("torch")
+    text = tmp_path / "short.txt"
+    text.write_text(shakespeare_path.read_text()[:60_000])
+    report = bench_quality.main(["--data-source", str(text), "--budgets", "25", "--recipes", "lstm,torch_same",
+                                 "--out", str(tmp_path / "out")])
+    rows = {r["recipe"]: r for r in report["results"]}
+    for row in rows.values():  # trained: well below a uniform guess over ~60 characters (4.1 nats)
+        assert 0 < row["held_out_nll"] < 3.6 and row["steps"] > 0
+    assert (tmp_path / "out" / "bench_quality.png").exists()
