@@ -7,14 +7,15 @@ import typing
 
 import pytest
 
-from experiments import bench_data_parallel, bench_lm, bench_remat, bench_scan, param_count, train_lm
+from experiments import (bench_data_parallel, bench_lm, bench_quality, bench_remat, bench_scan, param_count,
+                         torch_char_lm, train_lm)
 from rnn_jax.cli import field_docs, parse_config
 from rnn_jax.commands.sample import SampleConfig
 from rnn_jax.training import TrainConfig
 
 COMMAND_CONFIGS = [TrainConfig, SampleConfig, bench_lm.BenchConfig, bench_scan.ScanBenchConfig,
                    bench_remat.RematBenchConfig, bench_data_parallel.DataParallelBenchConfig,
-                   param_count.ParamCountConfig]
+                   param_count.ParamCountConfig, bench_quality.QualityBenchConfig, torch_char_lm.TorchRecipe]
 
 
 def nested_configs(config_type):
