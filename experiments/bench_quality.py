@@ -1,7 +1,7 @@
 """Quality per wall-clock second: held-out loss on Tiny Shakespeare characters for rnn_jax's recipes and PyTorch.
 
 Command:  python -m experiments.bench_quality --data-source PATH [--budgets 110,300,600]
-          [--recipes lstm,gru,torch_same,torch_standard] [--out bench_results]
+          [--recipes lstm,gru,mingru,minlstm,torch_same,torch_standard] [--out bench_results]
 Expected: a table of held-out nats/char (the text's last 10%: valid and test of the 90/5/5 split, nanoGPT's
           held-out share) per budget and recipe, with steps, tokens and seconds; JSON, markdown and a plot of
           held-out loss against wall time. Each run is its own process with `--max-seconds`, so start-up and
@@ -28,6 +28,8 @@ from rnn_jax.errors import ConfigError, run_command
 RNN_JAX = {  # overrides of the shakespeare_char preset (2x256 LSTM, E=64, B=64, T=100, Adam 3e-3 cosine, dropout 0.1)
     "lstm": [],
     "gru": ["--model-cell", "gru", "--model-gru-reset-after"],
+    "mingru": ["--model-cell", "mingru", "--model-runner", "associative"],
+    "minlstm": ["--model-cell", "minlstm", "--model-runner", "associative"],
 }
 TORCH = {
     "torch_same": [],
@@ -42,13 +44,13 @@ class QualityBenchConfig:
     Attributes:
         data_source: Tiny Shakespeare's input.txt (or "tinyshakespeare": downloaded once and verified).
         budgets: wall-clock budgets in seconds, each from its process's start.
-        recipes: rnn_jax recipes (lstm, gru) and PyTorch peers (torch_same, torch_standard).
+        recipes: rnn_jax recipes (lstm, gru, mingru, minlstm) and PyTorch peers (torch_same, torch_standard).
         out: the output folder for JSON, markdown and the plot (none: no files).
     """
 
     data_source: str = "tinyshakespeare"
     budgets: tuple[float, ...] = (110.0, 300.0, 600.0)
-    recipes: tuple[str, ...] = ("lstm", "gru", "torch_same", "torch_standard")
+    recipes: tuple[str, ...] = ("lstm", "gru", "mingru", "minlstm", "torch_same", "torch_standard")
     out: Optional[str] = "bench_results"
 
     @classmethod

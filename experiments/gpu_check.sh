@@ -33,7 +33,7 @@ stage() {  # stage NAME TIMEOUT_S COMMAND...: runs it, its output to $OUT/NAME.t
 
 if [[ $DRY_RUN -eq 1 ]]; then
   export JAX_PLATFORMS=cpu
-  TESTS=(tests/test_mingru.py)
+  TESTS=(tests/test_mingru.py::test_matches_the_papers_equations)
   LM_ARGS=(--configs notes --cells lstm --implementations fused,scan_unroll4,torch_cuda,jax_rnn
            --rounds 1 --min-seconds 0.01 --compile-lengths "")
   SCAN_ARGS=(--cells mingru --forms scan,associative --lengths 16 --batch-size 2 --input-size 4 --hidden-size 8

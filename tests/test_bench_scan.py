@@ -12,9 +12,9 @@ TINY = ["--lengths", "16", "--batch-size", "2", "--input-size", "3", "--hidden-s
 
 
 def test_bench_scan_writes_json_tables_and_plots(tmp_path, capsys):
-    report = bench_scan.main(TINY + ["--cells", "mingru,lru", "--out", str(tmp_path)])
+    report = bench_scan.main(TINY + ["--cells", "mingru,lru", "--workloads", "train", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "[1/4] mingru forward T=16" in out and "[4/4] lru train T=16" in out  # progress, group by group
+    assert "[1/2] mingru train T=16" in out and "[2/2] lru train T=16" in out  # progress, group by group
     saved = json.loads((tmp_path / "bench_scan.json").read_text())
     assert saved["results"] == json.loads(json.dumps(report["results"]))
     forms = {(r["cell"], r["form"]) for r in saved["results"]}
@@ -29,6 +29,8 @@ def test_bench_scan_writes_json_tables_and_plots(tmp_path, capsys):
     assert all(r["vs_first"] == 1.0 and r["max_abs_diff_vs_first"] == 0.0 for r in scan_rows)
     table = (tmp_path / "bench_scan.md").read_text()
     assert "| mingru | train | 16 |" in table and "associative / scan" in table
+    assert bench_scan.main(TINY + ["--cells", "lru", "--forms", "scan,associative", "--workloads", "forward",
+                                   "--out", ""])["results"][1]["max_abs_diff_vs_first"] < 1e-5  # states agree too
     for png in ("bench_scan_tokens.png", "bench_scan_memory.png", "bench_scan_compile.png"):
         assert (tmp_path / png).stat().st_size > 1000
 
