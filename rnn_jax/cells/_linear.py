@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from rnn_jax import _checks
 from rnn_jax import initializers as inits
-from rnn_jax.cells import base
+from rnn_jax.cells import _common, base
 from rnn_jax.cells._common import HiddenState, check_sizes
 
 
@@ -63,6 +63,23 @@ def update(spec: base.StateLinear):
         return spec.carry(state, jax.tree.leaves(carry)[0].dtype), spec.output(params, state, projected)
 
     return cell_update
+
+
+def hidden_state_cell(*, name: str, module: str, params_type: type, gates: tuple[str, ...], coefficients,
+                      log_coefficients=None, check_params=None):
+    """(`linear` spec, project_inputs, step_projected, step) of a cell whose state is its output h (carry
+    `HiddenState`) and whose gates read U (G, H, E) and b (G, H): what minGRU, minLSTM and RG-LRU share.
+
+    `check_params` defaults to `check_gates` over U and b.
+    """
+    spec = base.StateLinear(coefficients=coefficients, output=state_output, state=hidden_state_of,
+                            carry=hidden_carry, log_coefficients=log_coefficients)
+    check = check_params or (lambda p: check_gates(name, p.U, p.b, len(gates), ", ".join(gates)))
+    functions = _common.cell_functions(
+        name=name, module=module, params_types=params_type, carry_type=HiddenState,
+        projected_tail=lambda p: (len(gates), p.U.shape[-2]), check_params=check,
+        carry_sizes=lambda p: {"h": p.U.shape[-2]}, update=update(spec))
+    return (spec, *functions)
 
 
 def positive(v: jax.Array) -> jax.Array:

@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells import _common, _linear, base
+from rnn_jax.cells import _linear
 from rnn_jax.cells.gru import initial_state
 from rnn_jax.initializers import InitScheme
 
@@ -61,13 +61,8 @@ def _log_coefficients(params, projected):
     return -jax.nn.softplus(k_z), -jax.nn.softplus(-k_z) + _linear.log_positive(projected[..., 1, :])
 
 
-linear = base.StateLinear(coefficients=_coefficients, output=_linear.state_output, state=_linear.hidden_state_of,
-                          carry=_linear.hidden_carry, log_coefficients=_log_coefficients)
-
-project_inputs, step_projected, step = _common.cell_functions(
-    name="minGRU", module="mingru", params_types=MinGRUParams, carry_type=_common.HiddenState,
-    projected_tail=lambda p: (NUM_GATES, p.U.shape[-2]),
-    check_params=lambda p: _linear.check_gates("minGRU", p.U, p.b, NUM_GATES, "z, h"),
-    carry_sizes=lambda p: {"h": p.U.shape[-2]}, update=_linear.update(linear))
+linear, project_inputs, step_projected, step = _linear.hidden_state_cell(
+    name="minGRU", module="mingru", params_type=MinGRUParams, gates=GATES, coefficients=_coefficients,
+    log_coefficients=_log_coefficients)
 
 __all__ = ["GATES", "MinGRUParams", "init", "initial_state", "linear", "project_inputs", "step", "step_projected"]

@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells import _common, _linear, base
+from rnn_jax.cells import _linear
 from rnn_jax.cells.gru import initial_state
 from rnn_jax.initializers import InitScheme
 
@@ -62,13 +62,8 @@ def _log_coefficients(params, projected):
     return -jax.nn.softplus(d), -jax.nn.softplus(-d) + _linear.log_positive(projected[..., 2, :])
 
 
-linear = base.StateLinear(coefficients=_coefficients, output=_linear.state_output, state=_linear.hidden_state_of,
-                          carry=_linear.hidden_carry, log_coefficients=_log_coefficients)
-
-project_inputs, step_projected, step = _common.cell_functions(
-    name="minLSTM", module="minlstm", params_types=MinLSTMParams, carry_type=_common.HiddenState,
-    projected_tail=lambda p: (NUM_GATES, p.U.shape[-2]),
-    check_params=lambda p: _linear.check_gates("minLSTM", p.U, p.b, NUM_GATES, "f, i, h"),
-    carry_sizes=lambda p: {"h": p.U.shape[-2]}, update=_linear.update(linear))
+linear, project_inputs, step_projected, step = _linear.hidden_state_cell(
+    name="minLSTM", module="minlstm", params_type=MinLSTMParams, gates=GATES, coefficients=_coefficients,
+    log_coefficients=_log_coefficients)
 
 __all__ = ["GATES", "MinLSTMParams", "init", "initial_state", "linear", "project_inputs", "step", "step_projected"]

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import _checks
-from rnn_jax.cells import _common, _linear, base
+from rnn_jax.cells import _linear
 from rnn_jax.cells.gru import initial_state
 from rnn_jax.initializers import InitScheme
 
@@ -74,12 +74,8 @@ def _coefficients(params, projected):
     return jnp.exp(log_a), jnp.sqrt(-jnp.expm1(2 * log_a)) * (i * projected[..., 2, :])
 
 
-linear = base.StateLinear(coefficients=_coefficients, output=_linear.state_output, state=_linear.hidden_state_of,
-                          carry=_linear.hidden_carry)
-
-project_inputs, step_projected, step = _common.cell_functions(
-    name="RG-LRU", module="rglru", params_types=RGLRUParams, carry_type=_common.HiddenState,
-    projected_tail=lambda p: (NUM_GATES, p.U.shape[-2]), check_params=_check_params,
-    carry_sizes=lambda p: {"h": p.U.shape[-2]}, update=_linear.update(linear))
+linear, project_inputs, step_projected, step = _linear.hidden_state_cell(
+    name="RG-LRU", module="rglru", params_type=RGLRUParams, gates=GATES, coefficients=_coefficients,
+    check_params=_check_params)
 
 __all__ = ["C", "GATES", "RGLRUParams", "init", "initial_state", "linear", "project_inputs", "step", "step_projected"]
