@@ -59,9 +59,8 @@ def test_a_token_budget_stops_the_run_evaluates_saves_and_ends_the_schedule(text
 
 def test_a_time_budget_fits_the_schedule_and_stops(text_file, tmp_path, monkeypatch):
     clock = {"seconds": 0.0}
-    monkeypatch.setattr("rnn_jax.train.loop.process_seconds", lambda: clock["seconds"])
+    monkeypatch.setattr("rnn_jax.train.budget.process_seconds", lambda: clock["seconds"])
     monkeypatch.setattr("rnn_jax.train.budget.FIT_AFTER_WINDOWS", 4)
-    monkeypatch.setattr("rnn_jax.train.loop.FIT_AFTER_WINDOWS", 4)
     from rnn_jax.train import loop
 
     real_window = loop._Run._window

@@ -67,3 +67,33 @@ class Budget:
         """The schedule's length for a run at `windows` steps and `seconds` spent, stepping at the given pace."""
         left = max(self.max_seconds - seconds, 0.0) * (1.0 - EVAL_RESERVE)
         return max(windows + 1, min(cap, windows + int(left / max(seconds_per_window, 1e-9))))
+
+
+class BudgetClock:
+    """A run's budget in use: the seconds spent (earlier processes' plus this one's) and the pace that fits a time
+    budget's schedule."""
+
+    def __init__(self, limits: Budget, seconds_before: float = 0.0):
+        self.limits, self.seconds_before, self._mark = limits, seconds_before, None
+
+    def seconds(self) -> float:
+        return self.seconds_before + process_seconds()
+
+    def spent(self, windows: int) -> Optional[str]:
+        return self.limits.spent(windows, self.seconds())
+
+    def fit(self, windows: int, cap: int) -> Optional[int]:
+        """Called at each read of the step metrics: under a time budget the first call marks the start of the
+        pace (compilation is behind), and the first call FIT_AFTER_WINDOWS windows later returns the schedule's
+        fitted length; None otherwise."""
+        if not self.limits.timed:
+            return None
+        now = self.seconds()
+        if self._mark is None:
+            self._mark = (now, windows)
+            return None
+        started, first = self._mark
+        if windows - first < FIT_AFTER_WINDOWS:
+            return None
+        return self.limits.fitted_steps(windows, now, (now - started) / (windows - first), cap)
+

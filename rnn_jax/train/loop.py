@@ -41,7 +41,7 @@ from rnn_jax.checkpoints import Checkpointer
 from rnn_jax.lm import LanguageModel
 from rnn_jax.runlog import RunLog
 from rnn_jax.train.config import TrainConfig, config_to_dict
-from rnn_jax.train.budget import FIT_AFTER_WINDOWS, Budget, process_seconds
+from rnn_jax.train.budget import Budget, BudgetClock
 from rnn_jax.train.optim import learning_rate_schedule, make_optimizer
 from rnn_jax.train.position import LoopPosition, TrainResult  # noqa: F401  (re-exported)
 from rnn_jax.train.progress import perplexity_text, progress_bar
@@ -72,10 +72,9 @@ class _Run:
         self.windows_per_epoch = min(windows, config.max_windows_per_epoch or windows)
         self.eval_batch = config.eval_batch_size or config.batch_size
         self.model = LanguageModel(config.model)
-        self.budget = Budget(config.max_seconds, config.max_tokens, config.batch_size * config.num_steps)
-        self.seconds_before, self.pace = 0.0, None  # budget seconds of earlier processes; (seconds, windows) mark
+        self.budget = BudgetClock(Budget(config.max_seconds, config.max_tokens, config.batch_size * config.num_steps))
         self.given_optimizer = optimizer
-        self._build_optimizer(self.budget.planned_steps(self.windows_per_epoch * config.epochs))
+        self._build_optimizer(self.budget.limits.planned_steps(self.windows_per_epoch * config.epochs))
         init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
         params = self.model.init(init_key)
         state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params),
@@ -95,24 +94,15 @@ class _Run:
         self.optimizer = optimizer or make_optimizer(config.optim, self.windows_per_epoch, total_steps)
         self._compile_steps()
 
-    def budget_seconds(self) -> float:
-        return self.seconds_before + process_seconds()
-
     def _fit_schedule(self) -> None:
         """Under a time budget: once the pace is measured, fits the schedule's length to the seconds left."""
         position = self.position
-        if not self.budget.timed or position.fitted_steps is not None or self.given_optimizer is not None:
+        if position.fitted_steps is not None or self.given_optimizer is not None:
             return
-        now = self.budget_seconds()
-        if self.pace is None:
-            self.pace = (now, position.windows)  # the first read: compilation is behind us
+        cap = self.budget.limits.planned_steps(self.windows_per_epoch * self.config.epochs)
+        position.fitted_steps = self.budget.fit(position.windows, cap)
+        if position.fitted_steps is None:
             return
-        started, windows = self.pace
-        if position.windows - windows < FIT_AFTER_WINDOWS:
-            return
-        cap = self.budget.planned_steps(self.windows_per_epoch * self.config.epochs)
-        position.fitted_steps = self.budget.fitted_steps(position.windows, self.budget_seconds(),
-                                                         (now - started) / (position.windows - windows), cap)
         if position.fitted_steps != self.total_steps:
             self._build_optimizer(position.fitted_steps)
         self.log(f"time budget: the schedule runs over {position.fitted_steps} steps")
@@ -146,7 +136,7 @@ class _Run:
         for damaged in [step for step in self.checkpointer.steps() if step > restored_step]:
             self.log(f"checkpoint {damaged} is damaged: moved aside to {self.checkpointer.quarantine(damaged).name}")
         self.position = LoopPosition.from_record(record)
-        self.seconds_before = self.position.budget_seconds
+        self.budget.seconds_before = self.position.budget_seconds
         if self.position.fitted_steps is not None and self.position.fitted_steps != self.total_steps:
             self._build_optimizer(self.position.fitted_steps)  # the schedule the run was fitted to
         self.runlog.truncate_after(self.position.windows)
@@ -154,7 +144,7 @@ class _Run:
                  f"{self.position.window}")
 
     def save(self, valid_nll=None) -> None:
-        self.position.budget_seconds = self.budget_seconds()
+        self.position.budget_seconds = self.budget.seconds()
         record = dict(dataclasses.asdict(self.position), config=config_to_dict(self.config))
         self.checkpointer.save(self.position.windows, (self.state, self.carry), record, valid_nll=valid_nll)
 
@@ -193,7 +183,7 @@ class _Run:
                 self._window(index, epoch)
                 bar.update(1)
                 self._account_if_due(epoch, bar, clock)
-                spent = self.budget.spent(position.windows, self.budget_seconds())
+                spent = self.budget.spent(position.windows)
                 if spent:
                     break
             bar.close()
