@@ -134,8 +134,8 @@ def measure(config: ScanBenchConfig, cell_name: str, workload: str, T: int) -> l
     xs = jax.random.normal(jax.random.key(1), (B, T, E))
     entries, meta, reference = {}, {}, None
     for form in (f for f in config.forms if applicable(f, cell)):
-        executable, compile_s, temp_bytes = compiled(*build(form, cell, params, carry, xs, workload == "train"))
-        args = (params, xs)
+        call, args = build(form, cell, params, carry, xs, workload == "train")
+        executable, compile_s, temp_bytes = compiled(call, args)
         result = jax.block_until_ready(executable(*args))
         reference = result if reference is None else reference
         meta[form] = {"compile_s": compile_s, "temp_bytes": temp_bytes,

@@ -105,7 +105,7 @@ def _shown(value: Any) -> str:
 
 def _help(doc: str, default: Any, choices: Sequence[str] | None) -> str:
     parts = [f"default: {_shown(default)}"] + ([f"choices: {', '.join(map(str, choices))}"] if choices else [])
-    return (f"{doc} " if doc else "").replace("%", "%%") + f"[{'; '.join(parts)}]".replace("%", "%%")
+    return f"{doc + ' ' if doc else ''}[{'; '.join(parts)}]".replace("%", "%%")  # argparse formats help with %
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_type: type, prefix: str = "",
