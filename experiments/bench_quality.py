@@ -6,9 +6,10 @@ Expected: a table of held-out nats/char (the text's last 10%: valid and test of 
           held-out share) per budget and recipe, with steps, tokens and seconds; JSON, markdown and a plot of
           held-out loss against wall time. Each run is its own process with `--max-seconds`, so start-up and
           compilation count against every recipe alike; run it on a quiet machine.
-Source:   rnn_jax: `experiments.train_lm --config shakespeare_char` with the recipe's overrides; PyTorch:
-          `experiments.torch_char_lm` (nn.LSTM) with the same recipe ("torch_same") and with the common char-RNN
-          recipe 2x512, T=64, B=32, Adam 2e-3 ("torch_standard").
+Source:   rnn_jax: `experiments.train_lm --config shakespeare_char` (budgets up to 110 s) or
+          `shakespeare_char_long` (longer budgets) with the recipe's overrides; PyTorch: `experiments.torch_char_lm`
+          (nn.LSTM) with the same preset's recipe ("torch_same") and with the common char-RNN recipe 2x512, T=64,
+          B=32, Adam 2e-3 ("torch_standard").
 """
 
 from __future__ import annotations
@@ -21,20 +22,38 @@ import sys
 import tempfile
 from typing import Optional, Sequence
 
-from experiments.bench_lm import device_description
+from experiments.bench_machine import device_description
 from rnn_jax.cli import parse_config
 from rnn_jax.errors import ConfigError, run_command
 
-RNN_JAX = {  # overrides of the shakespeare_char preset (2x256 LSTM, E=64, B=64, T=100, Adam 3e-3 cosine, dropout 0.1)
+RNN_JAX = {  # overrides of the budget's preset (`preset_for`)
     "lstm": [],
     "gru": ["--model-cell", "gru", "--model-gru-reset-after"],
     "mingru": ["--model-cell", "mingru", "--model-runner", "associative"],
     "minlstm": ["--model-cell", "minlstm", "--model-runner", "associative"],
 }
 TORCH = {
-    "torch_same": [],
+    "torch_same": None,  # the budget's preset, translated by `torch_same_recipe`
     "torch_standard": ["--hidden-size", "512", "--num-steps", "64", "--batch-size", "32", "--learning-rate", "2e-3"],
 }
+
+
+def preset_for(budget: float) -> str:
+    """The rnn_jax preset whose recipe is tuned for this budget: `shakespeare_char` up to 110 s, else
+    `shakespeare_char_long` (tuned for 600 s)."""
+    return "shakespeare_char" if budget <= 110 else "shakespeare_char_long"
+
+
+def torch_same_recipe(budget: float) -> list[str]:
+    """The PyTorch peer's options for the budget's preset: same sizes, batch, window, optimiser and schedule."""
+    from rnn_jax.configs import get_preset
+
+    config = get_preset(preset_for(budget)).config
+    m, o = config.model, config.optim
+    return ["--embed-size", str(m.embed_size), "--hidden-size", str(m.hidden_size), "--num-layers", str(m.num_layers),
+            "--batch-size", str(config.batch_size), "--num-steps", str(config.num_steps), "--learning-rate",
+            str(o.learning_rate), "--warmup-steps", str(o.warmup_steps), "--dropout", str(m.dropout),
+            "--clip-norm", str(o.clip_norm), "--final-fraction", str(o.final_fraction)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +79,7 @@ class QualityBenchConfig:
 
 def run_rnn_jax(recipe: str, budget: float, data_source: str, work: pathlib.Path) -> dict:
     run_dir = work / f"{recipe}_{budget:g}"
-    command = [sys.executable, "-m", "experiments.train_lm", "--config", "shakespeare_char", "--data-source",
+    command = [sys.executable, "-m", "experiments.train_lm", "--config", preset_for(budget), "--data-source",
                data_source, "--max-seconds", str(budget), "--epochs", "1000", "--run-dir", str(run_dir),
                "--no-progress", "--sample-length", "0", *RNN_JAX[recipe]]
     done = subprocess.run(command, capture_output=True, text=True, timeout=budget + 600)
@@ -82,8 +101,9 @@ def run_torch(recipe: str, budget: float, data_source: str) -> dict:
     from rnn_jax.downloads import download_tinyshakespeare
 
     path = str(download_tinyshakespeare()) if data_source == "tinyshakespeare" else data_source
+    options = torch_same_recipe(budget) if TORCH[recipe] is None else TORCH[recipe]
     command = [sys.executable, "-m", "experiments.torch_char_lm", "--data-source", path, "--max-seconds", str(budget),
-               *TORCH[recipe]]
+               *options]
     done = subprocess.run(command, capture_output=True, text=True, timeout=budget + 600)
     if done.returncode != 0:
         raise RuntimeError(f"{recipe} failed: {done.stderr[-2000:]}")

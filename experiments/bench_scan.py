@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench_lm import device_description, timed_rounds, versions
+from experiments.bench_lm import timed_rounds
+from experiments.bench_machine import device_description, versions
 from rnn_jax import get_cell, param_dtype
 from rnn_jax.cells import base
 from rnn_jax.cli import parse_config

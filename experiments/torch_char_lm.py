@@ -36,7 +36,9 @@ class TorchRecipe:
         num_layers: L.
         batch_size: B.
         num_steps: T.
-        learning_rate: Adam's peak rate (cosine to zero over the fitted number of steps, after the warm-up).
+        learning_rate: Adam's peak rate (cosine to `final_fraction` of it over the fitted number of steps, after
+            the warm-up).
+        final_fraction: the cosine's end rate as a fraction of the peak (rnn_jax's `OptimConfig.final_fraction`).
         warmup_steps: linear warm-up steps.
         dropout: nn.LSTM's dropout between layers and on the output.
         clip_norm: global gradient-norm clip.
@@ -52,6 +54,7 @@ class TorchRecipe:
     batch_size: int = 64
     num_steps: int = 100
     learning_rate: float = 3e-3
+    final_fraction: float = 0.0
     warmup_steps: int = 100
     dropout: float = 0.1
     clip_norm: float = 1.0
@@ -110,7 +113,8 @@ def train_for_budget(torch, recipe: TorchRecipe, model, rows: np.ndarray) -> tup
         warm = min(1.0, (step + 1) / max(recipe.warmup_steps, 1))
         progress = min(1.0, max(0, step - recipe.warmup_steps) / max(total_steps - recipe.warmup_steps, 1))
         for group in optimizer.param_groups:
-            group["lr"] = recipe.learning_rate * warm * 0.5 * (1 + math.cos(math.pi * progress))
+            cosine = 0.5 * (1 + math.cos(math.pi * progress))
+            group["lr"] = recipe.learning_rate * warm * (recipe.final_fraction + (1 - recipe.final_fraction) * cosine)
         logits, state = model(inputs, state)
         state = tuple(s.detach() for s in state)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))

@@ -324,6 +324,37 @@ def window(rows: np.ndarray, index: int, num_steps: int) -> tuple[np.ndarray, np
     return rows[:, start:stop], rows[:, start + 1 : stop + 1]
 
 
+def sampled_length(rng: np.random.Generator, num_steps: int) -> int:
+    """AWD-LSTM's window length (Merity et al. 2017, section 4.1): N(T, 5), or N(T/2, 5) with probability 0.05,
+    rounded down and at least 5, so that every start position is seen across epochs."""
+    mean = num_steps if rng.random() < 0.95 else num_steps / 2
+    return max(5, int(rng.normal(mean, 5)))
+
+
+def epoch_windows(rows: np.ndarray, num_steps: int, *, sample_lengths: bool = False, seed: int = 0,
+                  epoch: int = 0) -> list[tuple[int, int]]:
+    """One epoch's training windows over the rows, as (start, length) in order.
+
+    Fixed (the default): `num_windows(rows, T)` windows of T. With sample_lengths, each window's length is drawn
+    by `sampled_length` from a generator seeded by (seed, epoch), so a resumed epoch replays the same windows, and
+    the windows run to the end of the rows (the last may be shorter).
+    """
+    if not sample_lengths:
+        return [(index * num_steps, num_steps) for index in range(num_windows(rows, num_steps))]
+    rng, predictable = np.random.default_rng([seed, epoch]), rows.shape[1] - 1
+    windows, start = [], 0
+    while start < predictable:
+        length = min(sampled_length(rng, num_steps), predictable - start)
+        windows.append((start, length))
+        start += length
+    return windows
+
+
+def window_at(rows: np.ndarray, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs rows[:, start : start + length] and their next-token targets."""
+    return rows[:, start : start + length], rows[:, start + 1 : start + length + 1]
+
+
 def check_trainable(rows: np.ndarray, num_steps: int, name: str = "train") -> None:
     if num_steps < 1:
         raise DataError(f"num_steps must be >= 1; got {num_steps}")

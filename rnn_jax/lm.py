@@ -4,9 +4,12 @@
     h^1_t, ..., h^L_t = the stacked cells     (H)
     ŷ_t = softmax(V h^L_t + c)               V of shape (vocab, H), c optional
 
-Dropout (Zaremba et al. 2014) acts on the non-recurrent connections only: the embedding output, between
-layers and before the output layer; never on h_{t-1} -> h_t. Keys are explicit; with `train=False` (or rate 0)
-it is off. With `same_mask_over_time=True` one mask per sequence is reused at every step.
+Dropout (Zaremba et al. 2014) acts on the non-recurrent connections: the embedding output, between layers and
+before the output layer, each site with its own rate if wanted (`input_dropout`, `hidden_dropout`, `dropout`).
+Keys are explicit; with `train=False` (or rate 0) it is off. With `same_mask_over_time=True` one mask per
+sequence is reused at every step. The regularisers of h_{t-1} -> h_t (weight drop, locked recurrent dropout,
+zoneout) are in `rnn_jax.regularisers` and `rnn_jax.state_dropout`; layers may differ in size at the top
+(`last_hidden_size`).
 
 Examples:
     >>> import jax, jax.numpy as jnp
@@ -29,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax.errors import ConfigError
-from rnn_jax import _checks, cells, regularisers
+from rnn_jax import _checks, cells, regularisers, state_dropout
 from rnn_jax.cells import get_cell, output_size
 from rnn_jax.output import (REDUCTIONS, OutputParams, output_logits, output_nll, reduce_nll,  # noqa: F401
                             sequence_loss)
@@ -45,6 +48,8 @@ class LMConfig:
         embed_size: E.
         hidden_size: H.
         num_layers: L.
+        last_hidden_size: H of the top layer when it differs from the others (None: hidden_size); AWD-LSTM's
+            1150-1150-400 stack ends at the embedding size so that tied weights fit.
         cell: a registered cell name (`rnn_jax.cells.names()`: "lstm", "gru", "elman", "indrnn", ...; "lstmp"
             with proj_size) or an import path "package.module:attribute" to a cell in the user's own code.
         proj_size: P for cell="lstmp" (the output layer then reads P features).
@@ -53,13 +58,22 @@ class LMConfig:
         tie_weights: share the embedding table with the output weights V (needs E == H).
         initializer: "uniform" (every parameter from uniform(±init_scale), Zaremba), "pytorch" or "orthogonal".
         init_scale: s for initializer="uniform".
+        embed_init_scale: when set, the embedding (and an untied output V) start uniform(±s) and the output bias c at
+            zero, whatever the cells' initializer (AWD-LSTM's init_weights, s = 0.1); None follows `initializer`.
         forget_bias: added to the forget-gate bias at init (cells whose init takes `forget_bias`).
         gru_reset_after: the cuDNN/PyTorch reset-after form (cells whose init takes `reset_after`, e.g. the GRU).
-        dropout: rate on the non-recurrent connections (0 disables).
-        same_mask_over_time: reuse one dropout mask at every time step.
+        dropout: rate on the non-recurrent connections (0 disables): the embedding output, between layers and
+            before the output layer, unless `input_dropout` or `hidden_dropout` set their own.
+        input_dropout: rate on the embedding output (None: dropout); AWD-LSTM's dropouti.
+        hidden_dropout: rate between recurrent layers (None: dropout); AWD-LSTM's dropouth.
+        same_mask_over_time: reuse one dropout mask at every time step (locked dropout).
         embed_dropout: rate of whole words dropped from the embedding (every occurrence of an id together).
         weight_drop: DropConnect rate on the cell's recurrent weight matrices, one mask per batch (cells that
             name `recurrent_weights`: LSTM, GRU and their variants).
+        recurrent_dropout: rate of dropout on h_(t-1) where it enters the recurrent product, one mask per sequence
+            (Gal & Ghahramani 2016; `rnn_jax.state_dropout.locked_dropout`; cells with a fused spec).
+        zoneout: probability that a unit of the carry keeps its previous value at a training step (Krueger et al.
+            2016; `rnn_jax.state_dropout.zoneout`); evaluation uses the expectation.
         ar_alpha: activation regularisation α · mean(h²) of the last layer's dropped outputs (0: off).
         tar_beta: temporal activation regularisation β · mean((h_t − h_{t−1})²) of its outputs (0: off).
         runner: "fused" (the fast path, `rnn_jax.fused_scan`), "hoisted" (input products before the loop), "scan",
@@ -71,6 +85,7 @@ class LMConfig:
     embed_size: int = 10
     hidden_size: int = 20
     num_layers: int = 1
+    last_hidden_size: Optional[int] = None
     cell: str = "lstm"
     proj_size: Optional[int] = None
     use_bias: bool = False
@@ -78,12 +93,17 @@ class LMConfig:
     tie_weights: bool = False
     initializer: str = "uniform"
     init_scale: Optional[float] = 0.1
+    embed_init_scale: Optional[float] = None
     forget_bias: float = 0.0
     gru_reset_after: bool = False
     dropout: float = 0.0
+    input_dropout: Optional[float] = None
+    hidden_dropout: Optional[float] = None
     same_mask_over_time: bool = False
     embed_dropout: float = 0.0
     weight_drop: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
     ar_alpha: float = 0.0
     tar_beta: float = 0.0
     runner: str = "fused"
@@ -94,18 +114,35 @@ class LMConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"LMConfig.{name} must be a positive int; got {value!r}")
-        for name in ("dropout", "embed_dropout", "weight_drop"):
-            if not 0.0 <= getattr(self, name) < 1.0:
+        if self.last_hidden_size is not None and (not isinstance(self.last_hidden_size, int)
+                                                  or isinstance(self.last_hidden_size, bool) or self.last_hidden_size < 1):
+            raise ConfigError(f"LMConfig.last_hidden_size must be a positive int or None; got {self.last_hidden_size!r}")
+        for name in ("dropout", "embed_dropout", "weight_drop", "recurrent_dropout", "zoneout", "input_dropout",
+                     "hidden_dropout"):
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"LMConfig.{name} must be in [0, 1); got {getattr(self, name)}")
         if not (self.ar_alpha >= 0 and self.tar_beta >= 0):
             raise ConfigError(f"LMConfig.ar_alpha and tar_beta must be >= 0; got {self.ar_alpha}, {self.tar_beta}")
         cell = get_cell(self.cell, proj_size=self.proj_size)
         regularisers.check_weight_drop(cell, self.weight_drop)
-        if self.tie_weights and self.embed_size != output_size(cell, self.hidden_size):
-            raise ConfigError(f"tie_weights needs embed_size == the recurrent output size; got E={self.embed_size}, "
-                             f"output size {output_size(cell, self.hidden_size)}")
+        if self.recurrent_dropout > 0:
+            example = jax.eval_shape(lambda: cell.init(jax.random.key(0), 2, 2, **_cell_options(self, cell)))
+            state_dropout.check_locked_dropout(cell, self.recurrent_dropout, example)
+        top = output_size(cell, self.layer_sizes[-1])
+        if self.tie_weights and self.embed_size != top:
+            raise ConfigError(f"tie_weights needs embed_size == the top layer's output size; got E={self.embed_size}, "
+                              f"output size {top}. Set last_hidden_size={self.embed_size} (AWD-LSTM's way) or "
+                              "embed_size to match.")
+        if self.embed_init_scale is not None and not self.embed_init_scale > 0:
+            raise ConfigError(f"LMConfig.embed_init_scale must be > 0 or None; got {self.embed_init_scale}")
         if self.initializer == "uniform" and self.init_scale is None:
             raise ConfigError("initializer='uniform' needs init_scale")
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Each layer's H: hidden_size, and last_hidden_size for the top layer when given."""
+        top = self.hidden_size if self.last_hidden_size is None else self.last_hidden_size
+        return (self.hidden_size,) * (self.num_layers - 1) + (top,)
 
     @classmethod
     def field_choices(cls) -> dict[str, list[str]]:
@@ -140,13 +177,16 @@ def _cell_options(config: LMConfig, cell: Any) -> dict[str, Any]:
 
 
 def _outer_inits(config: LMConfig):
-    """(embedding init, output weight init, output bias init) matching the cell scheme."""
+    """(embedding init, output weight init, output bias init) matching the cell scheme or `embed_init_scale`."""
+    uniform = lambda scale: (lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -scale, scale))
+    if config.embed_init_scale is not None:
+        u = uniform(config.embed_init_scale)
+        return u, u, lambda k, shape: jnp.zeros(shape, jnp.float32)
     if config.initializer == "uniform":
-        u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -config.init_scale, config.init_scale)
+        u = uniform(config.init_scale)
         return u, u, u
     # PyTorch's defaults: nn.Embedding N(0, 1); nn.Linear uniform(±1/sqrt(fan_in)) for weight and bias.
-    bound = 1.0 / math.sqrt(config.hidden_size)
-    u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -bound, bound)
+    u = uniform(1.0 / math.sqrt(config.layer_sizes[-1]))
     return (lambda k, shape: jax.random.normal(k, shape, jnp.float32)), u, u
 
 
@@ -171,8 +211,8 @@ class LanguageModel:
         k_emb, k_rnn, k_out, k_bias = jax.random.split(key, 4)
         emb_init, out_init, bias_init = _outer_inits(cfg)
         options = _cell_options(cfg, self.layer_cell) if self.cell is None else {"use_bias": cfg.use_bias}
-        rnn = self.stack.init(k_rnn, cfg.embed_size, cfg.hidden_size, dtype=dtype, **options)
-        features = output_size(self.layer_cell, cfg.hidden_size)
+        rnn = self.stack.init(k_rnn, cfg.embed_size, cfg.layer_sizes, dtype=dtype, **options)
+        features = output_size(self.layer_cell, cfg.layer_sizes[-1])
         V = None if cfg.tie_weights else out_init(k_out, (cfg.vocab_size, features)).astype(dtype)
         c = bias_init(k_bias, (cfg.vocab_size,)).astype(dtype) if cfg.output_bias else None
         return LMParams(embedding=emb_init(k_emb, (cfg.vocab_size, cfg.embed_size)).astype(dtype), rnn=rnn,
@@ -180,7 +220,7 @@ class LanguageModel:
 
     def initial_state(self, batch_size: int, dtype=jnp.float32) -> tuple:
         """Zero carries, one per layer, each with batch shape (B,)."""
-        return self.stack.initial_state(self.config.hidden_size, (batch_size,), dtype)
+        return self.stack.initial_state(self.config.layer_sizes, (batch_size,), dtype)
 
     def apply(self, params: LMParams, carry: tuple, tokens: jax.Array, *, key: jax.Array | None = None,
               train: bool = False) -> tuple[jax.Array, tuple]:
@@ -266,19 +306,39 @@ class LanguageModel:
     def _features(self, params: LMParams, carry: tuple, xs: jax.Array, key: jax.Array | None, train: bool,
                   time_major: bool = False, keep_raw: bool = False):
         cfg = self.config
-        dropout_on = train and cfg.dropout > 0.0
-        if (dropout_on or (train and cfg.weight_drop > 0.0)) and key is None:
-            raise ValueError(f"train=True with dropout={cfg.dropout}, weight_drop={cfg.weight_drop} needs a PRNG key: "
-                             "apply(..., key=key)")
+        rates = (cfg.dropout if cfg.input_dropout is None else cfg.input_dropout,
+                 cfg.dropout if cfg.hidden_dropout is None else cfg.hidden_dropout, cfg.dropout)
+        dropout_on = train and max(rates) > 0.0
+        if train and key is None and max(*rates, cfg.weight_drop, cfg.recurrent_dropout, cfg.zoneout) > 0.0:
+            raise ValueError(f"train=True with dropout rates {rates} (input, hidden, output), weight_drop="
+                             f"{cfg.weight_drop}, recurrent_dropout={cfg.recurrent_dropout}, zoneout={cfg.zoneout} "
+                             "needs a PRNG key: apply(..., key=key)")
         keys = iter(jax.random.split(key, cfg.num_layers + 1)) if dropout_on else None
-        drop = ((lambda x: dropout(next(keys), x, cfg.dropout, cfg.same_mask_over_time, time_major)) if dropout_on
-                else (lambda x: x))
-        layers = params.rnn
-        if train and cfg.weight_drop > 0.0:
-            layers = regularisers.weight_drop(jax.random.fold_in(key, 2), layers, self.layer_cell, cfg.weight_drop)
-        carry, hs = run_layers(self.layer_cell, layers, carry, drop(xs), runner=cfg.runner, unroll=cfg.unroll,
-                               time_major=time_major, between_layers=lambda _, h: drop(h))
+        drops = [(lambda x, rate=rate: dropout(next(keys), x, rate, cfg.same_mask_over_time, time_major))
+                 if dropout_on else (lambda x: x) for rate in rates]
+        drop_input, drop_hidden, drop = drops
+        cell, layers, carry_in = self._regularised_layers(params.rnn, carry, key, train)
+        finals, hs = run_layers(cell, layers, carry_in, drop_input(xs), runner=cfg.runner, unroll=cfg.unroll,
+                                time_major=time_major, between_layers=lambda _, h: drop_hidden(h))
+        carry = tuple(final.carry for final in finals) if cfg.zoneout > 0.0 else finals
         return (drop(hs), carry, hs) if keep_raw else (drop(hs), carry)
+
+    def _regularised_layers(self, layers: tuple, carry: tuple, key: jax.Array | None, train: bool):
+        """(cell, per-layer params, per-layer carries) with the recurrent regularisers of the config applied."""
+        cfg, cell = self.config, self.layer_cell
+        if train and cfg.weight_drop > 0.0:
+            layers = regularisers.weight_drop(jax.random.fold_in(key, 2), layers, cell, cfg.weight_drop)
+        if train and cfg.recurrent_dropout > 0.0:
+            masks = [state_dropout.locked_mask(k, layer_carry, cfg.recurrent_dropout)
+                     for k, layer_carry in zip(jax.random.split(jax.random.fold_in(key, 3), len(layers)), carry)]
+            cell = state_dropout.locked_dropout(cell)
+            layers = tuple(state_dropout.LockedParams(layer, mask) for layer, mask in zip(layers, masks))
+        if cfg.zoneout > 0.0:
+            layer_keys = (jax.random.split(jax.random.fold_in(key, 4), len(layers)) if train
+                          else [None] * len(layers))
+            cell = state_dropout.zoneout(cell, cfg.zoneout)
+            carry = tuple(state_dropout.with_key(layer_carry, k) for layer_carry, k in zip(carry, layer_keys))
+        return cell, layers, carry
 
 
 def _check_lm_params(params: Any) -> None:

@@ -9,7 +9,8 @@ Models", arXiv 1708.02182), each a pure function of a PRNG key and the arrays it
 | TAR | `tar_beta` | β · mean((h_t − h_{t−1})²) of the last layer's outputs before dropout |
 
 All are off at 0 and act only in training; evaluation is deterministic. Dropout on the non-recurrent connections
-is `LMConfig.dropout` (`rnn_jax.lm.dropout`).
+is `LMConfig.dropout` (`rnn_jax.lm.dropout`); the regularisers inside the recurrence (locked recurrent dropout
+and zoneout) are cell transforms in `rnn_jax.state_dropout`.
 
 Examples:
     >>> import jax, jax.numpy as jnp

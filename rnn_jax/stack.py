@@ -23,7 +23,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -60,21 +60,33 @@ class Stacked:
         if not isinstance(self.num_layers, int) or self.num_layers < 1:
             raise ValueError(f"num_layers must be a positive int; got {self.num_layers!r}")
 
-    def init(self, key: jax.Array, input_size: int, hidden_size: int, **cell_kwargs) -> tuple:
+    def layer_sizes(self, hidden_size: int | Sequence[int]) -> tuple[int, ...]:
+        """Each layer's H: one int for all layers, or one per layer (e.g. AWD-LSTM's (1150, 1150, 400))."""
+        if isinstance(hidden_size, int):
+            return (hidden_size,) * self.num_layers
+        sizes = tuple(hidden_size)
+        if len(sizes) != self.num_layers:
+            raise ValueError(f"a stack of {self.num_layers} layers needs one hidden size or {self.num_layers} of them; "
+                             f"got {len(sizes)}: {sizes}")
+        return sizes
+
+    def init(self, key: jax.Array, input_size: int, hidden_size: int | Sequence[int], **cell_kwargs) -> tuple:
         """Per-layer parameters: layer 1 takes E inputs, the others the previous layer's output (H, or LSTMP's P).
 
-        Keyword options go to `cell.init`.
+        `hidden_size` is one H for every layer or a sequence of L sizes. Keyword options go to `cell.init`.
         """
         keys = jax.random.split(key, self.num_layers)
-        sizes = [input_size] + [output_size(self.cell, hidden_size)] * (self.num_layers - 1)
-        return tuple(self.cell.init(k, e, hidden_size, **cell_kwargs) for k, e in zip(keys, sizes))
+        hidden = self.layer_sizes(hidden_size)
+        inputs = [input_size] + [output_size(self.cell, h) for h in hidden[:-1]]
+        return tuple(self.cell.init(k, e, h, **cell_kwargs) for k, e, h in zip(keys, inputs, hidden))
 
-    def initial_state(self, hidden_size: int, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> tuple:
-        """A tuple of L zero carries."""
-        return tuple(self.cell.initial_state(hidden_size, batch_shape, dtype) for _ in range(self.num_layers))
+    def initial_state(self, hidden_size: int | Sequence[int], batch_shape: tuple[int, ...] = (),
+                      dtype=jnp.float32) -> tuple:
+        """A tuple of L zero carries (`hidden_size`: one H or one per layer)."""
+        return tuple(self.cell.initial_state(h, batch_shape, dtype) for h in self.layer_sizes(hidden_size))
 
-    def output_size(self, hidden_size: int) -> int:
-        return output_size(self.cell, hidden_size)
+    def output_size(self, hidden_size: int | Sequence[int]) -> int:
+        return output_size(self.cell, self.layer_sizes(hidden_size)[-1])
 
     def step(self, params: tuple, carry: tuple, x: jax.Array):
         """One time step through all layers: x (*batch, E) -> (carries, h of the top layer (*batch, H))."""

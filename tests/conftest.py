@@ -9,6 +9,13 @@ import pathlib
 # Each pytest-xdist worker is a process of its own: without this, the first would take 75% of a GPU's memory.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+# The kernels' tests run them on every CPU, also where the policy's "auto" prefers XLA's form (no AVX-512);
+# without a compiler they skip.
+from rnn_jax.kernels._build import find_compiler  # noqa: E402
+
+if "RNN_JAX_NATIVE" not in os.environ and find_compiler():
+    os.environ["RNN_JAX_NATIVE"] = "require"
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

@@ -41,3 +41,20 @@ def test_a_short_real_run_of_rnn_jax_and_the_pytorch_peer(tmp_path, shakespeare_
     for row in rows.values():  # trained: well below a uniform guess over ~60 characters (4.1 nats)
         assert 0 < row["held_out_nll"] < 3.6 and row["steps"] > 0
     assert (tmp_path / "out" / "bench_quality.png").exists()
+
+
+def test_the_pytorch_peer_takes_the_budgets_preset_recipe():
+    from experiments.torch_char_lm import TorchRecipe
+    from rnn_jax.cli import parse_config
+    from rnn_jax.configs import get_preset
+
+    for budget, name in ((110, "shakespeare_char"), (600, "shakespeare_char_long")):
+        assert bench_quality.preset_for(budget) == name
+        recipe = parse_config(TorchRecipe(), bench_quality.torch_same_recipe(budget))
+        config = get_preset(name).config
+        m, o = config.model, config.optim
+        assert (recipe.embed_size, recipe.hidden_size, recipe.num_layers, recipe.dropout) == (
+            m.embed_size, m.hidden_size, m.num_layers, m.dropout)
+        assert (recipe.batch_size, recipe.num_steps, recipe.learning_rate, recipe.warmup_steps, recipe.clip_norm,
+                recipe.final_fraction) == (config.batch_size, config.num_steps, o.learning_rate, o.warmup_steps,
+                                           o.clip_norm, o.final_fraction)

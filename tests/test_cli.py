@@ -47,7 +47,7 @@ def test_help_shows_descriptions_the_presets_defaults_and_choices(capsys):
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "--model-hidden-size HIDDEN_SIZE H. [default: 256]" in text  # the preset's value, not the class's 20
-    assert "[default: adam; choices: adam, adamw, sgd]" in text
+    assert "[default: adam; choices: adam, adamw, nt_asgd, sgd]" in text
     assert "choices: cifg, elman, gru" in text and "slstm" in text and "associative" in text
     assert "--model-use-bias [BOOL], --no-model-use-bias" in text and "from the preset config" not in text
     assert "Defaults shown are those of --config shakespeare_char" in text

@@ -10,7 +10,7 @@ from rnn_jax.training import train
 
 def test_every_preset_names_command_expectation_and_source():
     assert set(PRESETS) == {"notes", "zaremba_small", "zaremba_medium", "zaremba_large", "shakespeare_char",
-                            "shakespeare_word"}
+                            "shakespeare_char_long", "shakespeare_word", "awd_lstm"}
     for preset in PRESETS.values():
         assert preset.command.startswith("rnn-jax-train")
         assert preset.expected and preset.source
@@ -40,10 +40,11 @@ def test_notes_preset_is_the_notes_network():
 
 
 def shrink(config, source):
-    model = dataclasses.replace(config.model, hidden_size=8, embed_size=8)
+    top = None if config.model.last_hidden_size is None else 8
+    model = dataclasses.replace(config.model, hidden_size=8, embed_size=8, last_hidden_size=top)
     return dataclasses.replace(config, model=model, data=dataclasses.replace(config.data, source=source),
                                epochs=1, max_windows_per_epoch=2, batch_size=4, num_steps=min(config.num_steps, 8),
-                               sample_length=5)
+                               sample_length=5, max_seconds=None, eval_batch_size=None)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -61,3 +62,15 @@ def test_every_preset_trains_a_step_at_shrunk_sizes(name, tmp_path):
         source = str(tmp_path / "input.txt")
     result = train(shrink(config, source), tmp_path / "run", progress=False, log=lambda _: None)
     assert len(result.history) == 1 and result.history[0]["valid_nll"] > 0
+
+
+def test_awd_lstm_preset_has_the_papers_hyperparameters():
+    preset = get_preset("awd_lstm")
+    config, m = preset.config, preset.config.model
+    assert (m.num_layers, m.embed_size, m.hidden_size, m.last_hidden_size, m.tie_weights) == (3, 400, 1150, 400, True)
+    assert (m.weight_drop, m.embed_dropout, m.input_dropout, m.hidden_dropout, m.dropout) == (0.5, 0.1, 0.4, 0.25, 0.4)
+    assert m.same_mask_over_time and (m.ar_alpha, m.tar_beta) == (2.0, 1.0)
+    assert (config.optim.name, config.optim.learning_rate, config.optim.clip_norm) == ("nt_asgd", 30.0, 0.25)
+    assert (config.optim.weight_decay, config.optim.nonmono) == (1.2e-6, 5)
+    assert (config.batch_size, config.num_steps, config.sample_window_lengths, config.epochs) == (20, 70, True, 500)
+    assert "60.0" in preset.expected and "57.3" in preset.expected

@@ -144,3 +144,20 @@ def test_property_random_bytes_load_or_raise_data_error(tmp_path_factory, raw, l
         assert str(path) in str(e) or "split" in str(e)
         return
     assert rows.shape[0] == batch and corpus.vocab.size <= 50
+
+
+def test_epoch_windows_fixed_and_sampled_as_awd_lstm():
+    rows = np.arange(2 * 1001).reshape(2, 1001)
+    fixed = data.epoch_windows(rows, 70)
+    assert fixed == [(i * 70, 70) for i in range(1000 // 70)]
+    sampled = data.epoch_windows(rows, 70, sample_lengths=True, seed=3, epoch=1)
+    assert sampled == data.epoch_windows(rows, 70, sample_lengths=True, seed=3, epoch=1)  # replayable on resume
+    assert sampled != data.epoch_windows(rows, 70, sample_lengths=True, seed=3, epoch=2)
+    starts, lengths = zip(*sampled)
+    assert starts[0] == 0 and all(a + n == b for a, n, b in zip(starts, lengths, starts[1:]))
+    assert starts[-1] + lengths[-1] == 1000  # the windows run to the end of the rows
+    assert all(length >= 5 for length in lengths[:-1])
+    inputs, targets = data.window_at(rows, *sampled[1])
+    np.testing.assert_array_equal(targets, inputs + 1)
+    many = [data.sampled_length(np.random.default_rng(seed), 70) for seed in range(2000)]
+    assert 66 < np.mean(many) < 70 and min(many) >= 5 and 0.02 < np.mean(np.array(many) < 50) < 0.09

@@ -492,6 +492,13 @@ def test_the_native_policy(monkeypatch):
     with pytest.raises(ValueError, match="native mode must be one of"):
         with kernels.native_mode("never"):
             pass
+    monkeypatch.setattr(_build, "loaded", lambda: True)
+    for flags, auto in (("flags : fpu avx2 fma", False), ("flags : fpu avx2 fma avx512f avx512_bf16", True)):
+        monkeypatch.setattr(_build, "cpu_flags", lambda flags=flags: flags)
+        with kernels.native_mode("auto"):  # auto: only where the kernels beat XLA's form (AVX-512)
+            assert kernels.available(jnp.float32) is auto
+        with kernels.native_mode("require"):  # require: on every CPU
+            assert kernels.available(jnp.float32)
     monkeypatch.setenv("RNN_JAX_NATIVE", "require")
     monkeypatch.setattr(_build, "loaded", lambda: False)
     monkeypatch.setitem(_build._failure, "error", "RuntimeError: no C++ compiler found")

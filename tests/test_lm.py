@@ -94,8 +94,35 @@ def test_tied_weights_use_the_embedding():
     logits, _ = model.apply(params, model.initial_state(1), jnp.zeros((1, 1), jnp.int32))
     _, h = lstm.step(params.rnn[0], lstm.initial_state(5, (1,)), params.embedding[:1])
     np.testing.assert_allclose(logits[0, 0], h[0] @ params.embedding.T + params.output.c, rtol=1e-5)
-    with pytest.raises(ValueError, match="tie_weights needs embed_size == the recurrent output size"):
+    with pytest.raises(ValueError, match="tie_weights needs embed_size == the top layer's output size"):
         LMConfig(embed_size=4, hidden_size=5, tie_weights=True)
+
+
+def test_a_smaller_top_layer_ties_to_the_embedding_as_in_awd_lstm():
+    model, params = model_and_params(embed_size=4, hidden_size=7, num_layers=3, last_hidden_size=4, tie_weights=True)
+    assert [layer.W.shape[-1] for layer in params.rnn] == [7, 7, 4]
+    assert [layer.U.shape[-1] for layer in params.rnn] == [4, 7, 7]
+    carry = model.initial_state(B)
+    assert [c.h.shape for c in carry] == [(B, 7), (B, 7), (B, 4)]
+    logits, final = model.apply(params, carry, jnp.zeros((B, T), jnp.int32))
+    assert logits.shape == (B, T, 11) and jax.tree.structure(final) == jax.tree.structure(carry)
+    with pytest.raises(ValueError, match="last_hidden_size must be a positive int"):
+        LMConfig(last_hidden_size=0)
+
+
+def test_each_dropout_site_takes_its_own_rate():
+    model, params = model_and_params(num_layers=2, dropout=0.0, input_dropout=0.5, hidden_dropout=0.0)
+    tokens = jax.random.randint(jax.random.key(3), (B, T), 0, 11)
+    carry, key = model.initial_state(B), jax.random.key(4)
+    trained = model.hidden_states(params, carry, tokens, key=key, train=True)[0]
+    # The oracle: only the embedding output dropped, with the first of the per-site keys, then evaluation.
+    dropped = dropout(jax.random.split(key, 3)[0], model.embed(params, tokens), 0.5)
+    want = model.hidden_states_from_embeddings(params, carry, dropped)[0]
+    np.testing.assert_allclose(trained, want, rtol=1e-6)
+    off, params = model_and_params(num_layers=2, dropout=0.5, input_dropout=0.0, hidden_dropout=0.0)
+    raw = off.hidden_states(params, carry, tokens)[0]
+    output_only = off.hidden_states(params, carry, tokens, key=key, train=True)[0]
+    np.testing.assert_allclose(output_only, dropout(jax.random.split(key, 3)[2], raw, 0.5), rtol=1e-6)
 
 
 
@@ -258,3 +285,12 @@ def test_tiny_model_overfits_a_repeated_batch():
         first = float(loss) if first is None else first
     assert first > 0.8 * math.log(20)
     assert float(loss) < 0.05 * math.log(20), f"final loss {float(loss)}"
+
+
+def test_embed_init_scale_sets_the_outer_layers_as_awd_lstm_does():
+    _, params = model_and_params(embed_init_scale=0.1, output_bias=True, initializer="pytorch", init_scale=None)
+    assert float(jnp.abs(params.embedding).max()) <= 0.1 and float(jnp.abs(params.output.V).max()) <= 0.1
+    assert float(jnp.abs(params.embedding).max()) > 0.05
+    np.testing.assert_array_equal(params.output.c, 0.0)
+    with pytest.raises(ValueError, match="embed_init_scale must be > 0"):
+        LMConfig(embed_init_scale=0.0)

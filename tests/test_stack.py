@@ -68,3 +68,16 @@ def test_stack_errors():
         Stacked(lstm, 0)
     with pytest.raises(ValueError, match="needs carries as a tuple of 2"):
         run_layers(lstm, params, deep.initial_state(H, (B,))[0], jnp.ones((B, T, E)))
+
+
+def test_layers_may_differ_in_size():
+    deep = Stacked(lstm, num_layers=3)
+    params = deep.init(jax.random.key(0), 3, (6, 6, 2))
+    assert [p.W.shape[-1] for p in params] == [6, 6, 2] and [p.U.shape[-1] for p in params] == [3, 6, 6]
+    carry = deep.initial_state((6, 6, 2), (4,))
+    final, hs = scan(deep, params, carry, jnp.ones((4, 5, 3)))
+    assert hs.shape == (4, 5, 2) and deep.output_size((6, 6, 2)) == 2
+    same = deep.init(jax.random.key(0), 3, 6)  # one size for all equals that size given per layer
+    jax.tree.map(np.testing.assert_array_equal, same, deep.init(jax.random.key(0), 3, (6, 6, 6)))
+    with pytest.raises(ValueError, match="needs one hidden size or 3 of them; got 2"):
+        deep.init(jax.random.key(0), 3, (6, 2))

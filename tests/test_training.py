@@ -409,3 +409,63 @@ def test_train_reads_step_metrics_only_at_log_lines_and_checkpoints(text_file, t
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [e["windows"] for e in events if e["kind"] == "train"] == [4, 8, 12]
     assert result.history[0]["train_nll"] > 0
+
+
+def test_nt_asgd_averages_the_iterates_after_its_non_monotone_trigger():
+    from rnn_jax.train.optim import after_validation, evaluation_params
+
+    optim = OptimConfig(name="nt_asgd", learning_rate=0.5, clip_norm=None, nonmono=2)
+    optimizer = make_optimizer(optim, steps_per_epoch=10, total_steps=100)
+    params = {"w": jnp.array([1.0, -2.0])}
+    state = optimizer.init(params)
+    grad = lambda p: {"w": 2 * p["w"] - 1.0}  # minimum at 0.5
+    step = lambda p, s: (lambda u, s: (optax.apply_updates(p, u), s))(*optimizer.update(grad(p), s, p))
+    params, state = step(params, state)
+    assert evaluation_params(params, state) is not params  # the same values until averaging starts
+    np.testing.assert_array_equal(evaluation_params(params, state)["w"], params["w"])
+    # Not triggered while the loss beats the best before the last `nonmono` validations, then triggered.
+    assert not bool(after_validation(optim, state, [3.0, 2.0], 2.5)[0].averaging)
+    assert not bool(after_validation(optim, state, [3.0, 2.0, 1.0], 2.5)[0].averaging)
+    state = after_validation(optim, state, [3.0, 2.0, 1.0], 3.5)
+    iterates = []
+    for _ in range(3):
+        params, state = step(params, state)
+        iterates.append(params["w"])
+    np.testing.assert_allclose(evaluation_params(params, state)["w"], np.mean(iterates, axis=0), rtol=1e-6)
+    assert int(state[0].count) == 3
+
+
+def test_sgd_weight_decay_is_pytorchs_l2_term():
+    optimizer = make_optimizer(OptimConfig(name="sgd", learning_rate=0.1, clip_norm=None, weight_decay=0.01), 1, 1)
+    params = {"w": jnp.array([2.0])}
+    updates, _ = optimizer.update({"w": jnp.array([1.0])}, optimizer.init(params), params)
+    np.testing.assert_allclose(updates["w"], -0.1 * (1.0 + 0.01 * 2.0), rtol=1e-6)
+    assert not sparse_embedding_pays(OptimConfig(name="sgd", weight_decay=0.01), LMConfig(vocab_size=1000), 10)
+
+
+def test_a_run_with_nt_asgd_evaluates_and_saves_the_average(text_file, tmp_path):
+    config = small_config(text_file, optim=OptimConfig(name="nt_asgd", learning_rate=1.0, clip_norm=0.25, nonmono=0),
+                          epochs=3, max_windows_per_epoch=4, checkpoint_every=0, sample_length=0)
+    result = train(config, tmp_path / "run", progress=False)
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events].count("epoch") == 3
+    assert all(math.isfinite(e["valid_nll"]) for e in events if e["kind"] == "epoch")
+    assert math.isfinite(result.valid["nll"]) and math.isfinite(result.test["nll"])
+
+
+def test_a_sampled_window_length_scales_the_learning_rate(text_file, tmp_path):
+    model = LanguageModel(LMConfig(vocab_size=8, embed_size=4, hidden_size=6))
+    optimizer = make_optimizer(OptimConfig(name="sgd", learning_rate=0.5, clip_norm=None), 1, 1)
+    params = model.init(jax.random.key(0))
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                       key=jax.random.PRNGKey(1))
+    tokens = jax.random.randint(jax.random.key(2), (2, 6), 0, 8)
+    steps = [make_train_step(model, optimizer, "token_mean", nominal_steps=nominal) for nominal in (None, 10)]
+    new = [step(state, model.initial_state(2), tokens[:, :5], tokens[:, 1:])[0].params for step in steps]
+    jax.tree.map(lambda plain, scaled, p: np.testing.assert_allclose(scaled - p, 0.5 * (plain - p), rtol=1e-5,
+                                                                     atol=1e-7), new[0], new[1], params)
+    config = small_config(text_file, sample_window_lengths=True, epochs=1, max_windows_per_epoch=4,
+                          checkpoint_every=0, sample_length=0)
+    assert math.isfinite(train(config, tmp_path / "run", progress=False).valid["nll"])
+    with pytest.raises(ValueError, match="pass the optimiser as OptimConfig"):
+        train(config, tmp_path / "other", progress=False, optimizer=optax.sgd(0.1))

@@ -29,6 +29,8 @@ def info() -> int:
         return 0
     ok = _build.loaded()
     print(f"status:    {'loaded' if ok else 'unavailable: ' + str(_build.failure())}")
+    if ok and not _build.suited_cpu():
+        print("note:      no AVX-512 on this CPU, so mode auto runs XLA's form (faster here); require runs them")
     return 0 if ok else 1
 
 

@@ -123,6 +123,12 @@ def failure() -> str | None:
     return _failure.get("error")
 
 
+def suited_cpu() -> bool:
+    """Whether this CPU runs the kernels faster than XLA's form: their 16-lane vectors are one AVX-512 register,
+    but two AVX2 registers, where the compiled micro-kernels spill and lose to XLA (docs/guide/performance.md)."""
+    return "avx512f" in cpu_flags().split()
+
+
 def eligible(dtype) -> bool:
     """Whether the kernels exist for this dtype and backend (float32 on the CPU, jax 0.6 or newer)."""
     return (jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu" and jax.__version_info__ >= (0, 6))
@@ -135,7 +141,7 @@ def available(dtype=jnp.float32, native: bool | None = None) -> bool:
         RuntimeError: in "require" mode, when the kernels apply but could not be built or loaded.
     """
     mode = policy.requested(native)
-    if mode == "off" or not eligible(dtype):
+    if mode == "off" or not eligible(dtype) or (mode == "auto" and not suited_cpu()):
         return False
     if loaded():
         return True

@@ -1,9 +1,11 @@
 """The one switch for native code: whether the native CPU kernels run where they can.
 
 Modes:
-    "auto"     use the kernels where they apply (float32, CPU backend) and build; else XLA's form (default).
+    "auto"     use the kernels where they apply (float32, CPU backend), pay (a CPU with AVX-512) and build;
+               else XLA's form (default).
     "off"      never use them: XLA's form everywhere (same results, tested).
-    "require"  like "auto", but a kernel build or load failure is an error instead of a fallback.
+    "require"  use them wherever they apply, on any CPU, and a build or load failure is an error instead of a
+               fallback (the tests run the kernels this way).
 
 The mode comes from, first to last: an explicit `native=False` argument of a function that takes one (which
 turns the kernels off for that call), the innermost `native_mode(...)` block, `TrainConfig.native` (the

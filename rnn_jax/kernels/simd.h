@@ -29,7 +29,13 @@ typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));
 typedef int32_t i16v __attribute__((vector_size(64)));
 constexpr int kLanes = 16;
-constexpr int kMaxRows = 24;  // accumulators held in registers by one micro-kernel call
+// Accumulators held in registers by one micro-kernel call: a 16-lane vector is one of AVX-512's 32 registers but
+// two of AVX2's 16, where more rows would spill the accumulators to memory.
+#if defined(__AVX512F__)
+constexpr int kMaxRows = 24;
+#else
+constexpr int kMaxRows = 6;
+#endif
 
 // ------------------------------------------------------------------------------------------ elementwise math
 // NaN-preserving clamps (a comparison with NaN is false, so NaN passes through and propagates).
@@ -135,6 +141,35 @@ inline void prefetch_span(const float* p, long n, bool for_write) {
 // 16-column panel (K x 16, aligned); ACCUMULATE adds to C (a product whose depth comes in blocks). k-major, each
 // k's ROWS broadcasts come from one contiguous run instead of ROWS rows read side by side: measured 115 vs 88-92
 // GFLOP/s on one core (20 rows at K=650 and 2600, 16 at 256).
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+// AVX2: each row's 16 columns in two 8-lane registers, written out because the compiler's lowering of the
+// 16-lane vector type spills them.
+template <int ROWS, bool ACCUMULATE = false>
+void panel_product(const float* a, long ldk, const float* bp, int depth, float* c, long ldc) {
+  __m256 lo[ROWS], hi[ROWS];
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+    lo[r] = ACCUMULATE ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
+    hi[r] = ACCUMULATE ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
+  }
+  for (int k = 0; k < depth; ++k) {
+    const __m256 w_lo = _mm256_load_ps(bp + static_cast<long>(k) * kLanes);
+    const __m256 w_hi = _mm256_load_ps(bp + static_cast<long>(k) * kLanes + 8);
+    const float* a_k = a + k * ldk;
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 x = _mm256_broadcast_ss(a_k + r);
+      lo[r] = _mm256_fmadd_ps(x, w_lo, lo[r]);
+      hi[r] = _mm256_fmadd_ps(x, w_hi, hi[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+    _mm256_storeu_ps(c + r * ldc, lo[r]);
+    _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
+  }
+}
+#else
 template <int ROWS, bool ACCUMULATE = false>
 void panel_product(const float* a, long ldk, const float* bp, int depth, float* c, long ldc) {
   v16 acc[ROWS];
@@ -149,6 +184,7 @@ void panel_product(const float* a, long ldk, const float* bp, int depth, float* 
 #pragma GCC unroll 32
   for (int r = 0; r < ROWS; ++r) *reinterpret_cast<v16u*>(c + r * ldc) = acc[r];
 }
+#endif
 
 using PanelFn = void (*)(const float*, long, const float*, int, float*, long);
 

@@ -28,7 +28,8 @@ class OptimConfig:
     """Optimiser and learning-rate schedule.
 
     Attributes:
-        name: a key of `rnn_jax.train.optim.OPTIMIZERS`: "sgd", "adam" or "adamw".
+        name: a key of `rnn_jax.train.optim.OPTIMIZERS`: "sgd", "adam", "adamw" or "nt_asgd" (SGD that starts
+            averaging the parameters when validation stalls, Merity et al. 2017; the average is what is evaluated).
         learning_rate: peak learning rate.
         clip_norm: global gradient-norm clip (None: no clipping).
         schedule: a key of `rnn_jax.train.optim.SCHEDULES`: "constant"; "zaremba" (full rate for `decay_after` epochs, then times `decay` each epoch);
@@ -37,7 +38,9 @@ class OptimConfig:
         decay: per-epoch factor after that ("zaremba").
         warmup_steps: linear warm-up from 0 (adam/adamw, any schedule).
         final_fraction: end rate of the cosine schedule, as a fraction of the peak.
-        weight_decay: AdamW's decoupled weight decay.
+        weight_decay: AdamW's decoupled weight decay; for sgd and nt_asgd the L2 term wd · θ added to the gradient.
+        nonmono: NT-ASGD's patience: averaging starts when a validation loss is worse than the best before the
+            last `nonmono` validations.
         b1, b2: Adam's moment decays.
     """
 
@@ -52,6 +55,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     b1: float = 0.9
     b2: float = 0.999
+    nonmono: int = 5
 
     def __post_init__(self):
         if self.name not in optim.OPTIMIZERS:
@@ -63,8 +67,8 @@ class OptimConfig:
                               f"{self.learning_rate}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ConfigError(f"OptimConfig.clip_norm must be > 0 or None; got {self.clip_norm}")
-        if self.warmup_steps < 0 or self.decay_after < 0 or not self.decay > 0:
-            raise ConfigError("OptimConfig: warmup_steps and decay_after must be >= 0 and decay > 0")
+        if self.warmup_steps < 0 or self.decay_after < 0 or self.nonmono < 0 or not self.decay > 0:
+            raise ConfigError("OptimConfig: warmup_steps, decay_after and nonmono must be >= 0 and decay > 0")
 
     @classmethod
     def field_choices(cls) -> dict[str, list[str]]:
@@ -82,6 +86,9 @@ class TrainConfig:
         optim: optimiser and schedule.
         batch_size: B, rows of the token stream.
         num_steps: T, the BPTT window.
+        sample_window_lengths: draw each training window's length around T as AWD-LSTM does
+            (`rnn_jax.data.sampled_length`) and scale its step's learning rate by length / T; each new length
+            compiles the train step once.
         epochs: passes over the training split.
         loss_reduction: "token_mean" or "sum_time_mean_batch" (the papers'), see `rnn_jax.lm.sequence_loss`.
         eval_batch_size: batch size for valid/test (default: batch_size).
@@ -113,6 +120,7 @@ class TrainConfig:
     optim: OptimConfig = OptimConfig()
     batch_size: int = 32
     num_steps: int = 20
+    sample_window_lengths: bool = False
     epochs: int = 1
     loss_reduction: str = "token_mean"
     eval_batch_size: Optional[int] = None

@@ -42,8 +42,8 @@ from rnn_jax.lm import LanguageModel
 from rnn_jax.runlog import RunLog
 from rnn_jax.train.config import TrainConfig, config_to_dict
 from rnn_jax.train.budget import Budget, BudgetClock
-from rnn_jax.train.optim import learning_rate_schedule, make_optimizer
-from rnn_jax.train.position import LoopPosition, TrainResult  # noqa: F401  (re-exported)
+from rnn_jax.train.optim import after_validation, evaluation_params, learning_rate_schedule, make_optimizer
+from rnn_jax.train.position import LoopPosition, TrainResult, divergence  # noqa: F401  (re-exported)
 from rnn_jax.train.progress import perplexity_text, progress_bar
 from rnn_jax.train.run_dir import load_corpus, resolve_config, write_atomically
 from rnn_jax.train.sampling import generate
@@ -73,6 +73,9 @@ class _Run:
         self.eval_batch = config.eval_batch_size or config.batch_size
         self.model = LanguageModel(config.model)
         self.budget = BudgetClock(Budget(config.max_seconds, config.max_tokens, config.batch_size * config.num_steps))
+        if optimizer is not None and config.sample_window_lengths:
+            raise ConfigError("sample_window_lengths scales each step's learning rate through the config's optimiser "
+                              "(its `length_scale` argument); pass the optimiser as OptimConfig, not as an optax object")
         self.given_optimizer = optimizer
         self._build_optimizer(self.budget.limits.planned_steps(self.windows_per_epoch * config.epochs))
         init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -116,7 +119,8 @@ class _Run:
         shards = (self.replicated, self.rows_sharding, self.rows_sharding, self.rows_sharding)
         # Fixed shardings in and out: the step compiles once, whatever the device count.
         self.train_step = parallel.under_mesh(mesh, jax.jit(
-            make_train_step(self.model, self.optimizer, config.loss_reduction, sparse_embedding=sparse),
+            make_train_step(self.model, self.optimizer, config.loss_reduction, sparse_embedding=sparse,
+                            nominal_steps=config.num_steps if config.sample_window_lengths else None),
             donate_argnums=(0, 1), in_shardings=shards,
             out_shardings=(self.replicated, self.rows_sharding, self.replicated)))
         self.eval_step = jax.jit(make_eval_step(self.model), in_shardings=shards,
@@ -173,10 +177,11 @@ class _Run:
                 position.epoch_skipped, position.running = 0, []
             epoch_start = time.perf_counter() - position.epoch_seconds
             clock = self.clocks(start, epoch_start)
-            bar = progress_bar(self.windows_per_epoch, position.window, f"epoch {epoch + 1}/{config.epochs}",
+            self.plan = self._epoch_plan(epoch)
+            bar = progress_bar(len(self.plan), position.window, f"epoch {epoch + 1}/{config.epochs}",
                                enabled=self.progress and self.primary)
             spent = None
-            for index in range(position.window, self.windows_per_epoch):
+            for index in range(position.window, len(self.plan)):
                 if stop["signum"] is not None:
                     bar.close()
                     self.interrupt(stop["signum"], clock)
@@ -188,7 +193,7 @@ class _Run:
                     break
             bar.close()
             self._drain()
-            history.append(self._end_epoch(epoch, clock))
+            history.append(self._end_epoch(epoch, clock, [event["valid_nll"] for event in history]))
             if spent:
                 self.log(f"stopped after {position.windows} steps: {spent}")
                 break
@@ -196,11 +201,18 @@ class _Run:
                 self.interrupt(stop["signum"], clock)
         return history
 
+    def _epoch_plan(self, epoch: int) -> list:
+        """The epoch's windows, (start, length) each: fixed, or of sampled lengths (`data.epoch_windows`)."""
+        config = self.config
+        plan = data_lib.epoch_windows(self.rows, config.num_steps, sample_lengths=config.sample_window_lengths,
+                                      seed=config.seed, epoch=epoch)
+        return plan[:config.max_windows_per_epoch or len(plan)]
+
     def _window(self, index: int, epoch: int) -> None:
         """Dispatches the train step on window `index`. JAX runs it asynchronously: its metrics stay on the device
         until `_drain` reads them, so the host does not wait for every step."""
-        config, position = self.config, self.position
-        inputs, targets = data_lib.window(self.rows, index, config.num_steps)
+        position = self.position
+        inputs, targets = data_lib.window_at(self.rows, *self.plan[index])
         self.state, self.carry, metrics = self.train_step(self.state, self.carry,
                                                           parallel.global_batch(self.mesh, inputs),
                                                           parallel.global_batch(self.mesh, targets))
@@ -213,7 +225,7 @@ class _Run:
         config, position = self.config, self.position
         due_log = position.windows % config.log_every == 0
         due_checkpoint = bool(config.checkpoint_every) and position.window % config.checkpoint_every == 0 \
-            and position.window < self.windows_per_epoch
+            and position.window < len(self.plan)
         if not (due_log or due_checkpoint):
             return
         applied = self._drain()
@@ -269,15 +281,19 @@ class _Run:
         found = optax.tree_utils.tree_get(self.state.opt_state, "learning_rate", default=None)
         return float(found) if found is not None else float("nan")
 
-    def _end_epoch(self, epoch: int, clock) -> dict:
-        """Evaluates, logs, checkpoints and plots after epoch `epoch`; returns its event."""
+    def _end_epoch(self, epoch: int, clock, previous_valid: list) -> dict:
+        """Evaluates (the averaged parameters once NT-ASGD averages), logs, checkpoints and plots after epoch
+        `epoch`; returns its event."""
         config, position = self.config, self.position
         _, epoch_time = clock()
-        valid = evaluate(self.model, self.state.params, self.corpus.valid, self.eval_batch, config.num_steps,
+        params = evaluation_params(self.state.params, self.state.opt_state)
+        valid = evaluate(self.model, params, self.corpus.valid, self.eval_batch, config.num_steps,
                          self.eval_step, mesh=self.mesh)
         train_nll = position.epoch_nll / position.epoch_windows if position.epoch_windows else None
         position.epoch, position.window, position.elapsed = epoch + 1, 0, clock()[0]
-        diverged = self._divergence(valid["nll"])
+        diverged = divergence(valid["nll"], position.best_valid_nll, self.corpus.vocab.size)
+        self.state = self.state._replace(
+            opt_state=after_validation(config.optim, self.state.opt_state, previous_valid, valid["nll"]))
         if not diverged and (position.best_valid_nll is None or valid["nll"] < position.best_valid_nll):
             position.best_valid_nll, position.best_step = valid["nll"], position.windows
         event = {"kind": "epoch", "epoch": epoch + 1, "windows": position.windows, "step": int(self.state.step),
@@ -304,27 +320,13 @@ class _Run:
                  f"{event['tokens_per_s']:,.0f} tok/s  {position.elapsed:.0f}s{skipped}")
         return event
 
-    def _divergence(self, valid_nll: float) -> str | None:
-        """Why an epoch's validation loss means the run diverged, or None: not finite, more than one nat above a
-        uniform guess over the vocabulary, or more than twice the best epoch's."""
-        uniform = math.log(self.corpus.vocab.size)
-        best = self.position.best_valid_nll
-        if not math.isfinite(valid_nll):
-            return f"the validation loss is {valid_nll}"
-        if valid_nll > uniform + 1.0:
-            return (f"the validation loss {valid_nll:.4g} nats/token is more than one nat above a uniform guess "
-                    f"(log V = {uniform:.4g})")
-        if best is not None and valid_nll > 2.0 * best:
-            return f"the validation loss {valid_nll:.4g} nats/token is more than twice the best so far ({best:.4g})"
-        return None
-
     def finish(self, run_dir: pathlib.Path, history: list) -> "TrainResult":
         """Evaluates the best parameters on valid and test, samples, writes summary.json."""
         config, position = self.config, self.position
-        best_params = self.state.params
+        best_state = self.state
         if position.best_step is not None and position.best_step != position.windows:
             (best_state, _), _ = self.checkpointer.restore(position.best_step, (self.state, self.carry))
-            best_params = best_state.params
+        best_params = evaluation_params(best_state.params, best_state.opt_state)
         self.checkpointer.close()
         self.runlog.close()
         split = lambda ids, name: evaluate(self.model, best_params, ids, self.eval_batch, config.num_steps,

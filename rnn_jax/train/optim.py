@@ -14,8 +14,9 @@ Examples:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -42,12 +43,92 @@ SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
 }
 """name -> `f(optim, steps_per_epoch, total_steps) -> schedule` (before warm-up)."""
 
+class AveragingState(NamedTuple):
+    """State of `averaged`: the inner optimiser's, whether averaging has started, steps averaged, the average."""
+
+    inner: Any
+    averaging: jax.Array
+    count: jax.Array
+    average: Any
+
+
+def averaged(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """`inner`, keeping the average of the parameters over the steps since `start_averaging` (ASGD's average,
+    Polyak & Juditsky 1992). Until then the average follows the current parameters, so it starts from them."""
+    inner = optax.with_extra_args_support(inner)
+
+    def init(params):
+        return AveragingState(inner.init(params), jnp.zeros((), bool), jnp.zeros((), jnp.int32),
+                              jax.tree.map(jnp.copy, params))  # its own buffers: the step donates both
+
+    def update(updates, state, params=None, **extra_args):
+        updates, inner_state = inner.update(updates, state.inner, params, **extra_args)
+        count = state.count + state.averaging.astype(jnp.int32)
+        weight = jnp.where(state.averaging, 1.0 / jnp.maximum(count, 1), 1.0)
+        average = jax.tree.map(lambda a, p, u: a + (p + u - a) * weight.astype(a.dtype), state.average, params, updates)
+        return updates, AveragingState(inner_state, state.averaging, count, average)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def scale_by_window_length() -> optax.GradientTransformationExtraArgs:
+    """Multiplies the updates by the update's extra argument `length_scale` (1 when not given): a sampled
+    window's length / T, which scales the learning rate as AWD-LSTM does (`rnn_jax.data.epoch_windows`)."""
+
+    def update(updates, state, params=None, *, length_scale=1.0, **extra_args):
+        return jax.tree.map(lambda u: u * jnp.asarray(length_scale, u.dtype), updates), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
+def _averaging_states(opt_state) -> list:
+    if isinstance(opt_state, AveragingState):
+        return [opt_state]
+    if isinstance(opt_state, (tuple, list)) and not hasattr(opt_state, "_fields"):
+        return [found for part in opt_state for found in _averaging_states(part)]
+    return []
+
+
+def evaluation_params(params, opt_state):
+    """The parameters to evaluate and save as the model: the average once an `averaged` optimiser averages."""
+    for state in _averaging_states(opt_state):
+        return jax.tree.map(lambda avg, p: jnp.where(state.averaging, avg, p), state.average, params)
+    return params
+
+
+def after_validation(optim: "OptimConfig", opt_state, previous: Sequence[float], valid_nll: float):
+    """The optimiser state after a validation: NT-ASGD's non-monotone trigger (Merity et al. 2017) starts the
+    averaging when the loss is worse than the best before the last `optim.nonmono` validations. A no-op for
+    optimisers without averaging, and once averaging runs."""
+    def switch(state):
+        if not isinstance(state, AveragingState):
+            return state
+        earlier = previous[:len(previous) - optim.nonmono]
+        trigger = len(previous) > optim.nonmono and valid_nll > min(earlier)
+        return state._replace(averaging=state.averaging | trigger)
+
+    return jax.tree.map(switch, opt_state, is_leaf=lambda node: isinstance(node, AveragingState))
+
+
+def _sgd(optim: "OptimConfig", schedule) -> optax.GradientTransformation:
+    """SGD; weight_decay adds wd · θ to the gradient, as PyTorch's SGD does."""
+    sgd = optax.sgd(schedule)
+    return optax.chain(optax.add_decayed_weights(optim.weight_decay), sgd) if optim.weight_decay else sgd
+
+
+def _scaled(transform: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    return optax.chain(transform, scale_by_window_length())
+
+
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "sgd": lambda optim, schedule: optax.sgd(schedule),
-    "adam": lambda optim, schedule: optax.adam(schedule, b1=optim.b1, b2=optim.b2),
-    "adamw": lambda optim, schedule: optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay),
+    "sgd": lambda optim, schedule: _scaled(_sgd(optim, schedule)),
+    "nt_asgd": lambda optim, schedule: averaged(_scaled(_sgd(optim, schedule))),
+    "adam": lambda optim, schedule: _scaled(optax.adam(schedule, b1=optim.b1, b2=optim.b2)),
+    "adamw": lambda optim, schedule: _scaled(optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
+                                                         weight_decay=optim.weight_decay)),
 }
-"""name -> `f(optim, schedule) -> optax.GradientTransformation`."""
+"""name -> `f(optim, schedule) -> optax.GradientTransformation`; each takes the update's extra argument
+`length_scale` (`scale_by_window_length`)."""
 
 
 def learning_rate_schedule(optim: "OptimConfig", steps_per_epoch: int, total_steps: int) -> optax.Schedule:

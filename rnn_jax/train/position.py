@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 from typing import Callable, Optional
 
@@ -53,3 +54,17 @@ class TrainResult:
     params: LMParams
     train_step: Callable
     vocab: data_lib.Vocabulary
+
+
+def divergence(valid_nll: float, best: Optional[float], vocab_size: int) -> Optional[str]:
+    """Why an epoch's validation loss means the run diverged, or None: not finite, more than one nat above a
+    uniform guess over the vocabulary, or more than twice the best epoch's (`best`, None before the first)."""
+    uniform = math.log(vocab_size)
+    if not math.isfinite(valid_nll):
+        return f"the validation loss is {valid_nll}"
+    if valid_nll > uniform + 1.0:
+        return (f"the validation loss {valid_nll:.4g} nats/token is more than one nat above a uniform guess "
+                f"(log V = {uniform:.4g})")
+    if best is not None and valid_nll > 2.0 * best:
+        return f"the validation loss {valid_nll:.4g} nats/token is more than twice the best so far ({best:.4g})"
+    return None

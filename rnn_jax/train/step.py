@@ -45,7 +45,8 @@ def _global_norm(tree) -> jax.Array:
 
 
 def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformation, reduction: str, *,
-                    native: bool | None = None, sparse_embedding: bool = False) -> Callable:
+                    native: bool | None = None, sparse_embedding: bool = False,
+                    nominal_steps: int | None = None) -> Callable:
     """The (unjitted) train step `(state, carry, inputs, targets) -> (state, carry, metrics)`.
 
     The incoming carry is a constant (no gradient across windows). A step whose loss, gradients or updated
@@ -54,6 +55,9 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
     reduced, plus the AR/TAR penalty where the config asks for it), nll (token mean, nats), grad_norm, finite. The
     config's regularisers (`LanguageModel.training_features`) act here only; evaluation runs without them. The model's runner (default "fused") runs the layers;
     the loss is `rnn_jax.output.output_nll` (`native=False` keeps its XLA form; None follows the native policy).
+
+    With `nominal_steps` T, a window of length T' updates with `length_scale=T'/T` (windows of sampled lengths scale
+    the learning rate, `rnn_jax.train.optim.scale_by_window_length`; the optimiser must take that extra argument).
 
     With `sparse_embedding` (`rnn_jax.train.sparse_embedding`), only the batch's rows of the embedding table are
     updated: exact for SGD without momentum (with or without clipping); an optimiser with per-parameter state is
@@ -76,18 +80,19 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
     embed = lambda params, inputs: model.embed(params, inputs, time_major=True)
 
     def train_step(state: TrainState, carry, inputs, targets):
+        extra = {} if nominal_steps is None else {"length_scale": inputs.shape[1] / nominal_steps}
         key, dropout_key = jax.random.split(state.key)
         carry = jax.lax.stop_gradient(carry)
         if sparse_embedding:
             sparse.check_optimizer_state(state.opt_state, state.params.embedding)
             loss, (new_carry, nll), grads, row_ids = sparse.sparse_gradients(
                 loss_of_rows_for(inputs), embed, state.params, carry, inputs, targets, dropout_key)
-            updates, opt_state = optimizer.update(grads, state.opt_state, None)  # SGD reads no parameters
+            updates, opt_state = optimizer.update(grads, state.opt_state, None, **extra)  # SGD reads no parameters
         else:
             (loss, (new_carry, nll)), grads = jax.value_and_grad(
                 lambda p: loss_of_rows_for(inputs)(p, embed(p, inputs), carry, targets, dropout_key),
                 has_aux=True)(state.params)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **extra)
         grad_norm = _global_norm(grads)
         if sparse_embedding:
             candidate_norm = _global_norm(sparse.updated_values(state.params, updates))
