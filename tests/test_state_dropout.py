@@ -160,12 +160,13 @@ def test_the_language_model_trains_with_them_and_evaluates_deterministically(opt
     params = model.init(jax.random.key(0))
     tokens = jax.random.randint(jax.random.key(1), (B, T), 0, 11)
     carry = model.initial_state(B)
-    train = [model.apply(params, carry, tokens, key=jax.random.key(k), train=True)[0] for k in (2, 2, 3)]
+    apply = jax.jit(model.apply, static_argnames="train")  # one compilation per mode, not op-by-op loops
+    train = [apply(params, carry, tokens, key=jax.random.key(k), train=True)[0] for k in (2, 2, 3)]
     np.testing.assert_array_equal(train[0], train[1])  # one key, one draw
     assert not np.allclose(train[0], train[2])  # another key, other masks
-    evaluated = [model.apply(params, carry, tokens)[0] for _ in range(2)]
+    evaluated = [apply(params, carry, tokens)[0] for _ in range(2)]
     np.testing.assert_array_equal(*evaluated)
-    final = model.apply(params, carry, tokens, key=jax.random.key(2), train=True)[1]
+    final = apply(params, carry, tokens, key=jax.random.key(2), train=True)[1]
     assert jax.tree.structure(final) == jax.tree.structure(carry)  # the LM's carry stays the cell's own
     grads = jax.grad(lambda p: model.apply(p, carry, tokens, key=jax.random.key(2), train=True)[0].sum())(params)
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(grads))

@@ -464,7 +464,7 @@ def test_a_sampled_window_length_scales_the_learning_rate(text_file, tmp_path):
     new = [step(state, model.initial_state(2), tokens[:, :5], tokens[:, 1:])[0].params for step in steps]
     jax.tree.map(lambda plain, scaled, p: np.testing.assert_allclose(scaled - p, 0.5 * (plain - p), rtol=1e-5,
                                                                      atol=1e-7), new[0], new[1], params)
-    config = small_config(text_file, sample_window_lengths=True, epochs=1, max_windows_per_epoch=4,
+    config = small_config(text_file, sample_window_lengths=True, epochs=1, max_windows_per_epoch=2,
                           checkpoint_every=0, sample_length=0)
     assert math.isfinite(train(config, tmp_path / "run", progress=False).valid["nll"])
     with pytest.raises(ValueError, match="pass the optimiser as OptimConfig"):
