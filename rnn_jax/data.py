@@ -320,8 +320,7 @@ def num_windows(rows: np.ndarray, num_steps: int, *, drop_last: bool = True) -> 
 def window(rows: np.ndarray, index: int, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Window `index`: inputs rows[:, i T : (i+1) T] and targets shifted by one; the last may be shorter."""
     start = index * num_steps
-    stop = min(start + num_steps, rows.shape[1] - 1)
-    return rows[:, start:stop], rows[:, start + 1 : stop + 1]
+    return window_at(rows, start, min(num_steps, rows.shape[1] - 1 - start))
 
 
 def sampled_length(rng: np.random.Generator, num_steps: int) -> int:

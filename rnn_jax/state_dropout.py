@@ -134,8 +134,7 @@ class LockedDropout:
         operands = self._operands(params)
         projected = xs.astype(operands.U.dtype) @ operands.U.T
         projected = projected if operands.b is None else projected + operands.b
-        gates = self.fused.num_gates
-        return projected if gates is None else projected.reshape(xs.shape[:-1] + (gates, -1))
+        return projected.reshape(xs.shape[:-1] + self.fused.gate_shape(operands.U.shape[0]))
 
     def step_projected(self, params: LockedParams, carry: Any, projected: jax.Array):
         if tuple(params.mask.shape) not in (tuple(carry.h.shape), tuple(carry.h.shape[-1:])):

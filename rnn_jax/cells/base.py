@@ -184,6 +184,10 @@ class FusedSpec(NamedTuple):
     recurrence: Recurrence = DENSE
     native: Any = None
 
+    def gate_shape(self, units: int) -> tuple[int, ...]:
+        """The projected inputs' trailing shape for K = `units` stacked gate units: (G, K // G), or (K,)."""
+        return (units,) if self.num_gates is None else (self.num_gates, units // self.num_gates)
+
 
 def stacked_operands(params: Any, elementwise: Any = None) -> FusedOperands:
     """`FusedOperands` of parameters with gate-stacked U (G, H, E), W (G, H, H_in), b (G, H) or None."""

@@ -44,7 +44,9 @@ def find_compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_flags() -> str:
+    """The CPU's feature-flags line from /proc/cpuinfo (read once per process), or "" where there is none."""
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):

@@ -123,9 +123,7 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
     def run(U, b, R, elementwise, carry, xs):
         # The native kernel adds b itself, saving XLA a pass over the (T, B, K) products.
         projected = xs @ U.T if b is None or native else xs @ U.T + b
-        K = U.shape[0]
-        gate_shape = (K,) if spec.num_gates is None else (spec.num_gates, K // spec.num_gates)
-        projected = projected.reshape(xs.shape[:-1] + gate_shape)
+        projected = projected.reshape(xs.shape[:-1] + spec.gate_shape(U.shape[0]))
         if native:
             final, hs, saved = spec.native.forward(R, elementwise, carry, projected, b, reverse)
         else:

@@ -54,7 +54,8 @@ def sparse_embedding_pays(optim: OptimConfig, model: LMConfig, tokens_per_step: 
     Worth it: one device (on several, summing rows by id would gather every device's rows), and fewer tokens per
     step than rows in the table; at `long` (8192 tokens, 1000 rows) it measured 0-6% slower, with 7 MiB more.
     """
-    return optim.name == "sgd" and not optim.weight_decay and not model.tie_weights and devices == 1 and tokens_per_step < model.vocab_size
+    return (optim.name == "sgd" and not optim.weight_decay and not model.tie_weights and devices == 1
+            and tokens_per_step < model.vocab_size)
 
 
 
