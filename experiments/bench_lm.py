@@ -7,7 +7,8 @@ Expected: a markdown table (tokens/s median [min-max] over interleaved rounds, t
           step (PyTorch: what one step allocates at its peak, from its profiler), achieved FLOP/s as a fraction
           of this machine's fp32 matrix-product peak measured in the same run),
           plus compile time against T for unroll=1 and full unroll; JSON and PNG plots in --out. Peers are
-          optional: PyTorch nn.LSTM/nn.GRU and Flax nn.RNN everywhere, and on a GPU also PyTorch on CUDA (cuDNN)
+          optional: PyTorch nn.LSTM/nn.GRU (float32, and bf16 under autocast beside rnn_jax's bf16 row
+          `fused_bf16`) and Flax nn.RNN everywhere, and on a GPU also PyTorch on CUDA (cuDNN)
           and jax.experimental.rnn (cuDNN, LSTM only). A peer whose library, device or cell is missing is
           reported as skipped, with the reason. `products_only` is neither: the step's matrix products alone,
           one after another (see `products_only_step`), for the time they take by themselves.
@@ -53,7 +54,8 @@ class BenchConfig:
         cells: recurrent cells (a peer without the cell is reported as skipped).
         workloads: "train" (loss, gradients and update) and/or "infer" (logits).
         implementations: rnn_jax's runners, the peers (torch, flax, torch_cuda, jax_rnn) and the products-only
-            reference.
+            reference; "fused_bf16" is the default with `compute_dtype="bfloat16"`, "torch_bf16" and
+            "torch_cuda_bf16" PyTorch under `torch.autocast(device, torch.bfloat16)`, its peers.
         rounds: interleaved timing rounds (the median is reported).
         min_seconds: the least time each implementation is timed per round.
         compile_lengths: T values of the compile-time measurement (full unroll up to T=64; "" for none).
@@ -64,8 +66,9 @@ class BenchConfig:
     configs: tuple[str, ...] = ("notes", "zaremba_small", "zaremba_medium", "long")
     cells: tuple[str, ...] = ("lstm", "gru")
     workloads: tuple[str, ...] = ("train", "infer")
-    implementations: tuple[str, ...] = ("fused", "fused_xla", "hoisted", "scan_unroll1", "scan_unroll4", "scan_unrollT",
-                                        "unrolled", "torch", "flax", "torch_cuda", "jax_rnn", "products_only")
+    implementations: tuple[str, ...] = ("fused", "fused_xla", "fused_bf16", "hoisted", "scan_unroll1", "scan_unroll4",
+                                        "scan_unrollT", "unrolled", "torch", "torch_bf16", "flax", "torch_cuda",
+                                        "torch_cuda_bf16", "jax_rnn", "products_only")
     rounds: int = 5
     min_seconds: float = 0.3
     compile_lengths: tuple[int, ...] = (16, 64, 256, 1024)  # a full unroll of T=256 would take ~2 min
@@ -78,7 +81,9 @@ class BenchConfig:
                 "implementations": list(BenchConfig.implementations)}
 
 
-PEERS = ("torch", "flax", "torch_cuda", "jax_rnn")
+PEERS = ("torch", "flax", "torch_cuda", "jax_rnn")  # float32: the default's peers
+BF16_PEERS = ("torch_bf16", "torch_cuda_bf16")
+BF16_PAIR = ("fused_bf16", "torch_bf16")  # mixed precision on the CPU: rnn_jax's and PyTorch's
 REFERENCES = ("products_only",)  # references; everything neither a peer nor a reference is an rnn_jax runner
 
 
@@ -91,12 +96,14 @@ def takes_reset_after(cell: str) -> bool:
 
 
 def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str) -> Built:
-    runner, unroll = {"fused": ("fused", 1), "fused_xla": ("fused_xla", 1), "hoisted": ("hoisted", 1),
+    runner, unroll = {"fused": ("fused", 1), "fused_xla": ("fused_xla", 1), "fused_bf16": ("fused", 1),
+                      "hoisted": ("hoisted", 1),
                       "scan_unroll1": ("scan", 1), "scan_unroll4": ("scan", 4), "scan_unrollT": ("scan", w.steps),
                       "unrolled": ("unrolled", 1)}[variant]
     model = LanguageModel(LMConfig(vocab_size=w.vocab, embed_size=w.embed, hidden_size=w.hidden, num_layers=w.layers,
                                    cell=cell, use_bias=w.bias, output_bias=w.bias, runner=runner, unroll=unroll,
-                                   gru_reset_after=takes_reset_after(cell)))
+                                   gru_reset_after=takes_reset_after(cell),
+                                   compute_dtype="bfloat16" if variant == "fused_bf16" else "float32"))
     params = model.init(jax.random.PRNGKey(0))
     inputs, targets = (jnp.asarray(a) for a in tokens(w))
     native = variant != "fused_xla"  # fused_xla: the default step with every native kernel off
@@ -122,7 +129,8 @@ def rnn_jax_step(w: Workload, cell: str, train: bool, variant: str) -> Built:
     return Built(run, jax.block_until_ready, temp_bytes, compile_s)
 
 
-CPU_ONLY = {"torch": "PyTorch on the CPU", "fused_xla": "the default with the native CPU kernels off"}
+CPU_ONLY = {"torch": "PyTorch on the CPU", "torch_bf16": "PyTorch on the CPU",
+            "fused_xla": "the default with the native CPU kernels off"}
 
 
 def build(name: str, w: Workload, cell: str, train: bool) -> Built:
@@ -130,10 +138,10 @@ def build(name: str, w: Workload, cell: str, train: bool) -> Built:
         raise PeerUnavailable(f"no peer: {name} has no {cell} cell")
     if name in CPU_ONLY and jax.default_backend() != "cpu":
         raise PeerUnavailable(f"a CPU-only row ({CPU_ONLY[name]}) on the {jax.default_backend()} backend")
-    if name == "torch":
-        return torch_step(w, cell, train)
-    if name == "torch_cuda":
-        return torch_step(w, cell, train, device="cuda")
+    if name in ("torch", "torch_bf16"):
+        return torch_step(w, cell, train, bf16=name == "torch_bf16")
+    if name in ("torch_cuda", "torch_cuda_bf16"):
+        return torch_step(w, cell, train, device="cuda", bf16=name == "torch_cuda_bf16")
     if name == "flax":
         return flax_step(w, cell, train)
     if name == "jax_rnn":
@@ -302,9 +310,11 @@ def summary_table(report: dict) -> str:
     impls = list(dict.fromkeys(r["impl"] for r in report["results"]))
     with_reference = any(r["impl"] in REFERENCES for r in report["results"])
     extra = " default / products only | products only / best peer |" if with_reference else ""
+    with_bf16 = all(any(r["impl"] == name for r in report["results"]) for name in BF16_PAIR)
+    extra += " bf16 / torch bf16 |" if with_bf16 else ""
     lines = ["| config | cell | workload | " + " | ".join(impls)
              + " | default / best peer | per round | bar | default % peak | bar needs % peak |" + extra,
-             "|---|---|---|" + "---|" * (len(impls) + 5 + 2 * with_reference)]
+             "|---|---|---|" + "---|" * (len(impls) + 5 + 2 * with_reference + with_bf16)]
     groups = list(dict.fromkeys((r["config"], r["cell"], r["workload"]) for r in report["results"]))
     for name, cell, kind in groups:
         rows = {r["impl"]: r for r in report["results"] if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)}
@@ -325,6 +335,9 @@ def summary_table(report: dict) -> str:
             of_reference = f"{default['tokens_per_s'] / reference['tokens_per_s']:.2f}" if reference and default else "-"
             over_peer = f"{reference['tokens_per_s'] / best['tokens_per_s']:.2f}x" if reference and best else "-"
             row += f" {of_reference} | {over_peer} |"
+        if with_bf16:
+            mine, theirs = (rows.get(name) for name in BF16_PAIR)
+            row += f" {mine['tokens_per_s'] / theirs['tokens_per_s']:.2f}x |" if mine and theirs else " - |"
         lines.append(row)
     return "\n".join(lines)
 
@@ -345,7 +358,7 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
         rows = [r for r in report["results"] if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)]
         ax.barh([r["impl"] for r in rows], [r["tokens_per_s"] for r in rows],
                 xerr=[[r["tokens_per_s"] - r["min"] for r in rows], [r["max"] - r["tokens_per_s"] for r in rows]],
-                color=["tab:orange" if r["impl"] in PEERS else "tab:gray" if r["impl"] in REFERENCES else "tab:blue"
+                color=["tab:orange" if r["impl"] in PEERS + BF16_PEERS else "tab:gray" if r["impl"] in REFERENCES else "tab:blue"
                        for r in rows])
         ax.set_title(f"{name} {cell} {kind}", fontsize=9)
         ax.set_xlabel("tokens/s")

@@ -93,7 +93,11 @@ def jax_rnn_step(w: Workload, cell: str, train: bool, lstm: Optional[Callable] =
     return _optax_built(loss_fn, params, train)
 
 
-def torch_step(w: Workload, cell: str, train: bool, device: str = "cpu") -> Built:
+def torch_step(w: Workload, cell: str, train: bool, device: str = "cpu", bf16: bool = False) -> Built:
+    """PyTorch's step in float32, or with `bf16` under `torch.autocast(device, torch.bfloat16)` (float32 parameters
+    and optimiser, bf16 products: PyTorch's mixed precision)."""
+    import contextlib
+
     import torch
 
     if device != "cpu" and not torch.cuda.is_available():
@@ -111,8 +115,10 @@ def torch_step(w: Workload, cell: str, train: bool, device: str = "cpu") -> Buil
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def forward():
-        out, _ = rnn(embed(inputs))
-        return loss_fn(head(out).reshape(-1, w.vocab), targets.reshape(-1))
+        with torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            out, _ = rnn(embed(inputs))
+            logits = head(out).reshape(-1, w.vocab)
+        return loss_fn(logits.float(), targets.reshape(-1))
 
     if train:
         def run():

@@ -34,15 +34,17 @@ stage() {  # stage NAME TIMEOUT_S COMMAND...: runs it, its output to $OUT/NAME.t
 if [[ $DRY_RUN -eq 1 ]]; then
   export JAX_PLATFORMS=cpu
   TESTS=(tests/test_mingru.py::test_matches_the_papers_equations)
-  LM_ARGS=(--configs notes --cells lstm --implementations fused,scan_unroll4,torch_cuda,jax_rnn
+  LM_ARGS=(--configs notes --cells lstm --implementations fused,fused_bf16,scan_unroll4,torch_cuda,jax_rnn
            --rounds 1 --min-seconds 0.01 --compile-lengths "")
   SCAN_ARGS=(--cells mingru --forms scan,associative --lengths 16 --batch-size 2 --input-size 4 --hidden-size 8
              --rounds 1 --min-seconds 0.01)
 else
   TESTS=(tests/test_lstm.py tests/test_gru.py tests/test_cells.py tests/test_runners.py tests/test_fused.py
-         tests/test_associative.py tests/test_lm.py tests/test_bidirectional.py)
+         tests/test_associative.py tests/test_lm.py tests/test_bidirectional.py tests/test_precision.py
+         tests/test_cudnn.py)
   LM_ARGS=(--configs notes,zaremba_small,long --cells lstm,gru
-           --implementations fused,scan_unroll1,scan_unroll4,torch_cuda,jax_rnn --rounds 2 --min-seconds 0.3
+           --implementations fused,fused_bf16,scan_unroll1,scan_unroll4,torch_cuda,torch_cuda_bf16,jax_rnn
+           --rounds 2 --min-seconds 0.3
            --compile-lengths "")
   SCAN_ARGS=(--cells mingru,lru --lengths 256,1024,4096,16384 --batch-size 16 --input-size 256 --hidden-size 256
              --rounds 2 --min-seconds 0.2)

@@ -8,7 +8,7 @@ A cell is three pure functions over NamedTuple pytrees (the lecture notes' notat
     carry, hs = rnn_jax.scan(lstm.step, params, carry, xs)   # xs: (B, T, E) -> hs: (B, T, H)
 """
 
-from rnn_jax import initializers
+from rnn_jax import initializers, precision
 from rnn_jax._checks import DTypeError, ShapeError
 from rnn_jax.cells import (CELLS, HiddenState, LSTMPCell, cifg, elman, get_cell, gru, indrnn, ln_gru, ln_lstm, lru, lstm,
                            mgu, mingru, minlstm, output_size, param_dtype, peephole, register_cell, rglru, slstm)
@@ -50,6 +50,7 @@ __all__ = [
     "register_cell",
     "run_sequence",
     "initializers",
+    "precision",
     "lstm",
     "param_breakdown",
     "run_layers",

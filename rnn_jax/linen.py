@@ -13,6 +13,8 @@ and parameters move freely between them. Carries need no PRNG key: `module.initi
 
 `cell` is a name from `rnn_jax.CELLS` ("lstm", "gru", ...) or any cell object (e.g. `LSTMPCell(64)`);
 `init_options` is a dict of keyword options for the cell's `init` (use_bias, initializer, reset_after, ...).
+`compute_dtype` (e.g. `jnp.bfloat16`) runs the products in that dtype on a copy of the parameters, which stay in
+their own dtype, with float32 state and outputs (`rnn_jax.precision`).
 
 Examples:
     >>> import jax, jax.numpy as jnp
@@ -32,8 +34,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from rnn_jax import carry as carry_lib
-from rnn_jax import runners
-from rnn_jax.cells.base import param_dtype
+from rnn_jax import precision, runners
+from rnn_jax.cells.base import param_dtype, state_dtype
 from rnn_jax.bidirectional import Bidirectional as CoreBidirectional
 from rnn_jax.cells import get_cell
 from rnn_jax.stack import Stacked, run_layers
@@ -54,12 +56,13 @@ class Cell(nn.Module):
     cell: Any = "lstm"
     hidden_size: int = 20
     init_options: Optional[dict] = None
+    compute_dtype: Any = None
 
     @nn.compact
     def __call__(self, carry, x):
         cell = resolve_cell(self.cell)
         params = self.param("cell", lambda key: cell.init(key, x.shape[-1], self.hidden_size, **(self.init_options or {})))
-        return cell.step(params, carry, x)
+        return cell.step(precision.cast_to_compute(params, self.compute_dtype), carry, x)
 
     def initial_state(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):
         return resolve_cell(self.cell).initial_state(self.hidden_size, tuple(batch_shape), dtype)
@@ -73,6 +76,10 @@ class _SequenceOptions(nn.Module):
     unroll: int = 1
     time_major: bool = False
     remat: Union[int, str, None] = None
+    compute_dtype: Any = None
+
+    def _compute(self, params):
+        return precision.cast_to_compute(params, self.compute_dtype)
 
     def _scan_kwargs(self, seq_lengths, mask, resets):
         return dict(unroll=self.unroll, time_major=self.time_major, remat=self.remat, seq_lengths=seq_lengths,
@@ -84,6 +91,7 @@ class RNN(_SequenceOptions):
 
     Attributes:
         cell, hidden_size, init_options: the cell and its `init` options.
+        compute_dtype: the products' operand dtype (None: the parameters'; jnp.bfloat16 for mixed precision).
         runner: "fused" (default), "hoisted", "scan" or "unrolled". unroll, time_major, remat: as in `rnn_jax.scan`.
         reverse: run backward in time.
         learnable_initial_state: learn the initial carry (also the carry that `resets` restore).
@@ -102,9 +110,10 @@ class RNN(_SequenceOptions):
             learned = self.param("initial_state", lambda key: carry_lib.learnable_state(cell, self.hidden_size,
                                                                                        param_dtype(params)))
             reset_carry = carry_lib.broadcast_state(learned, batch_shape)
+        params = self._compute(params)
         if carry is None:
             carry = reset_carry if reset_carry is not None else cell.initial_state(self.hidden_size, batch_shape,
-                                                                                   param_dtype(params))
+                                                                                   state_dtype(params))
         run = runners.get_runner(self.runner)
         return run(cell, params, carry, xs, reverse=self.reverse, reset_carry=reset_carry,
                    **self._scan_kwargs(seq_lengths, mask, resets))
@@ -123,8 +132,9 @@ class StackedRNN(_SequenceOptions):
         stack = Stacked(resolve_cell(self.cell), self.num_layers)
         params = self.param("layers", lambda key: stack.init(key, xs.shape[-1], self.hidden_size,
                                                              **(self.init_options or {})))
+        params = self._compute(params)
         if carry is None:
-            carry = stack.initial_state(self.hidden_size, _batch_shape(xs, self.time_major), param_dtype(params))
+            carry = stack.initial_state(self.hidden_size, _batch_shape(xs, self.time_major), state_dtype(params))
         return run_layers(stack.cell, params, carry, xs, runner=self.runner,
                           **self._scan_kwargs(seq_lengths, mask, resets))
 
@@ -142,8 +152,9 @@ class Bidirectional(_SequenceOptions):
         bi = CoreBidirectional(resolve_cell(self.cell), merge=self.merge, runner=self.runner)
         params = self.param("directions", lambda key: bi.init(key, xs.shape[-1], self.hidden_size,
                                                               **(self.init_options or {})))
+        params = self._compute(params)
         if carry is None:
-            carry = bi.initial_state(self.hidden_size, _batch_shape(xs, self.time_major), param_dtype(params))
+            carry = bi.initial_state(self.hidden_size, _batch_shape(xs, self.time_major), state_dtype(params))
         return bi(params, carry, xs, **self._scan_kwargs(seq_lengths, mask, resets))
 
     def initial_state(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):

@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax.errors import ConfigError
-from rnn_jax import _checks, cells, regularisers, state_dropout
+from rnn_jax import _checks, cells, precision, regularisers, state_dropout
 from rnn_jax.cells import get_cell, output_size
+from rnn_jax import output as output_lib
 from rnn_jax.output import (REDUCTIONS, OutputParams, output_logits, output_nll, reduce_nll,  # noqa: F401
                             sequence_loss)
 from rnn_jax.stack import Stacked, run_layers
@@ -79,6 +80,8 @@ class LMConfig:
         runner: "fused" (the fast path, `rnn_jax.fused_scan`), "hoisted" (input products before the loop), "scan",
             "unrolled" or "associative" (a parallel scan over time, for state-linear cells such as minGRU).
         unroll: `lax.scan` unroll factor.
+        compute_dtype: the matrix products' operand dtype: "float32", or "bfloat16" (mixed precision: parameters,
+            optimiser state and checkpoints stay float32; state, gates, softmax and loss float32; `rnn_jax.precision`).
     """
 
     vocab_size: int = 100
@@ -108,6 +111,7 @@ class LMConfig:
     tar_beta: float = 0.0
     runner: str = "fused"
     unroll: int = 1
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         for name in ("vocab_size", "embed_size", "hidden_size", "num_layers", "unroll"):
@@ -137,6 +141,7 @@ class LMConfig:
             raise ConfigError(f"LMConfig.embed_init_scale must be > 0 or None; got {self.embed_init_scale}")
         if self.initializer == "uniform" and self.init_scale is None:
             raise ConfigError("initializer='uniform' needs init_scale")
+        precision.get(self.compute_dtype)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -150,7 +155,8 @@ class LMConfig:
         from rnn_jax.initializers import SCHEMES
         from rnn_jax.runners import RUNNERS
 
-        return {"cell": cells.names(), "runner": sorted(RUNNERS), "initializer": list(SCHEMES)}
+        return {"cell": cells.names(), "runner": sorted(RUNNERS), "initializer": list(SCHEMES),
+                "compute_dtype": list(precision.COMPUTE_DTYPES)}
 
 
 class LMParams(NamedTuple):
@@ -205,6 +211,23 @@ class LanguageModel:
     def stack(self) -> Stacked:
         return Stacked(self.layer_cell, self.config.num_layers)
 
+    @property
+    def policy(self) -> precision.Policy:
+        """The precision policy of `config.compute_dtype` (float32 parameters)."""
+        return precision.get(self.config.compute_dtype)
+
+    def output_params(self, params: LMParams) -> LMParams:
+        """`params` with the output layer's weights (the embedding too, when tied) as the output product takes
+        them under the policy; read by the output layer only."""
+        cast = self.policy.cast_to_compute
+        embedding = cast(params.embedding) if self.config.tie_weights else params.embedding
+        return params._replace(embedding=embedding, output=cast(params.output))
+
+    def output_nll(self, params: LMParams, hs: jax.Array, targets: jax.Array, *, native: bool | None = None):
+        """Per-token NLL (float32) of the output layer on features hs (..., H): `rnn_jax.output.output_nll` with
+        the policy's operands."""
+        return output_lib.output_nll(self.output_params(params), hs, targets, native=native)
+
     def init(self, key: jax.Array, dtype=jnp.float32) -> LMParams:
         """Creates parameters: embedding (V, E), L cell layers, output V (vocab, H) and c (vocab,)."""
         cfg = self.config
@@ -234,10 +257,10 @@ class LanguageModel:
             train: enables dropout.
 
         Returns:
-            (logits (B, T, vocab) in the parameters' dtype, final per-layer carries).
+            (logits (B, T, vocab), float32 for float32 or mixed precision, final per-layer carries).
         """
         hs, carry = self.hidden_states(params, carry, tokens, key=key, train=train)
-        return output_logits(params, hs), carry
+        return output_logits(self.output_params(params), hs), carry
 
     def hidden_states(self, params: LMParams, carry: tuple, tokens: jax.Array, *, key: jax.Array | None = None,
                       train: bool = False, time_major: bool = False) -> tuple[jax.Array, tuple]:
@@ -280,7 +303,7 @@ class LanguageModel:
                          train: bool = False) -> tuple[jax.Array, tuple]:
         """`apply` from embedded inputs xs (B, T, E) instead of token ids (for probes such as causality)."""
         hs, carry = self.hidden_states_from_embeddings(params, carry, xs, key=key, train=train)
-        return output_logits(params, hs), carry
+        return output_logits(self.output_params(params), hs), carry
 
     def training_features(self, params: LMParams, carry: tuple, xs: jax.Array, tokens: jax.Array, key: jax.Array,
                           *, time_major: bool = False) -> tuple[jax.Array, tuple, jax.Array]:
@@ -317,7 +340,8 @@ class LanguageModel:
         drops = [(lambda x, rate=rate: dropout(next(keys), x, rate, cfg.same_mask_over_time, time_major))
                  if dropout_on else (lambda x: x) for rate in rates]
         drop_input, drop_hidden, drop = drops
-        cell, layers, carry_in = self._regularised_layers(params.rnn, carry, key, train)
+        layers = self.policy.cast_to_compute(params.rnn)
+        cell, layers, carry_in = self._regularised_layers(layers, carry, key, train)
         finals, hs = run_layers(cell, layers, carry_in, drop_input(xs), runner=cfg.runner, unroll=cfg.unroll,
                                 time_major=time_major, between_layers=lambda _, h: drop_hidden(h))
         carry = tuple(final.carry for final in finals) if cfg.zoneout > 0.0 else finals

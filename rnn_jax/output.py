@@ -1,6 +1,6 @@
 """The language model's output layer and loss: softmax(V h + c), its cross-entropy, and the native loss kernels' VJP.
 
-`output_nll` is the per-token loss the trainer uses: for float32 on the CPU, under the native policy
+`output_nll` is the per-token loss the trainer uses: for float32 features on the CPU, under the native policy
 (`rnn_jax.kernels.policy`), the logits' softmax and loss run in native kernels (`rnn_jax.kernels.xent`) instead of
 XLA's eight passes over the (tokens x vocab) logits; everywhere else, XLA's form. Both give the same values and
 gradients (tested).
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax import _checks, kernels, parallel
+from rnn_jax import _checks, kernels, parallel, precision
 
 
 class OutputParams(NamedTuple):
@@ -34,7 +34,7 @@ class OutputParams(NamedTuple):
 def output_logits(params: Any, hs: jax.Array) -> jax.Array:
     """V h + c for hs of shape (..., H) -> (..., vocab); uses the embedding table when weights are tied."""
     V = params.embedding if params.output.V is None else params.output.V
-    logits = hs @ V.T
+    logits = precision.matmul(hs, V.T)  # bf16 weights: bf16 operands, float32 logits
     return logits if params.output.c is None else logits + params.output.c
 
 
@@ -48,7 +48,9 @@ def output_nll(params: Any, hs: jax.Array, targets: jax.Array, *, native: bool |
     (`rnn_jax.kernels.output_layer_forward`, the gradient in row panels) and the backward pass one more for dh, dV
     and dc (`rnn_jax.kernels.output_layer_backward`); under a mesh of several devices the row-wise kernel writes
     the gradient (`rnn_jax.kernels.softmax_xent_value_and_grad`) and XLA multiplies, each device on its own rows.
-    XLA's own form makes about eight passes over the (tokens x vocab) logits.
+    XLA's own form makes about eight passes over the (tokens x vocab) logits. With bfloat16 weights (mixed
+    precision, `rnn_jax.precision`) the products take bf16 operands and sum in float32 around the same row-wise
+    loss kernel.
 
     Args:
         params: `LMParams` (its embedding is V when the weights are tied).
@@ -75,25 +77,27 @@ def output_nll(params: Any, hs: jax.Array, targets: jax.Array, *, native: bool |
     if hs.shape[-1] != V.shape[-1] or targets.shape != hs.shape[:-1]:
         raise _checks.ShapeError(f"output_nll: hs (..., H) must match V {tuple(V.shape)} in H and targets in (...); "
                                  f"got hs {tuple(hs.shape)}, targets {tuple(targets.shape)}")
-    dtypes = {hs.dtype, V.dtype} | ({c.dtype} if c is not None else set())
+    dtypes = {hs.dtype, precision.state_dtype(V.dtype)} | ({precision.state_dtype(c.dtype)} if c is not None else set())
     if not (dtypes == {jnp.dtype(jnp.float32)} and kernels.available(jnp.float32, native)):
         return optax.softmax_cross_entropy_with_integer_labels(output_logits(params, hs).astype(jnp.float32), targets)
     # Three dimensions, the leading ones never merged: rows sharded over devices along either of them (batch-major
     # or time-major features) stay where they are, each device taking its own rows (see rnn_jax.parallel).
     rows = hs.reshape((-1,) + hs.shape[-2:]) if hs.ndim >= 2 else hs[None, None]
-    bias = jnp.zeros(V.shape[:1], jnp.float32) if c is None else c
+    bias = jnp.zeros(V.shape[:1], jnp.float32) if c is None else c.astype(jnp.float32)
     nll = _native_nll(rows, V, bias, targets.reshape(rows.shape[:-1]).astype(jnp.int32))
     return nll.reshape(targets.shape)
 
 
 @jax.custom_vjp
 def _native_nll(rows, V, bias, targets):
-    return kernels.softmax_xent_forward(rows @ V.T, bias, targets)[1]
+    return kernels.softmax_xent_forward(precision.matmul(rows, V.T), bias, targets)[1]
 
 
 def _native_nll_forward(rows, V, bias, targets):
-    if parallel.several_devices():
-        nll, d_unit = kernels.softmax_xent_value_and_grad(rows @ V.T, bias, targets)
+    # Several devices, or 16-bit V (the single-call kernels multiply in float32): XLA's products around the
+    # row-wise loss kernel.
+    if parallel.several_devices() or precision.is_reduced(V.dtype):
+        nll, d_unit = kernels.softmax_xent_value_and_grad(precision.matmul(rows, V.T), bias, targets)
         return nll, (rows, V, targets, d_unit)
     # One device: the gradient in row panels, for the native backward pass over all (A x R) rows at once.
     flat = rows.reshape(-1, rows.shape[-1])
@@ -111,8 +115,8 @@ def _native_nll_backward(residuals, d_nll):
         d_rows, dV, dc = kernels.output_layer_backward(d_unit, rows.reshape(-1, rows.shape[-1]), d_nll.reshape(-1), V)
         return d_rows.reshape(rows.shape), dV, dc, zero_targets
     scale = d_nll[..., None]
-    return (scale * (d_unit @ V), parallel.rows_product(d_unit, scale * rows), parallel.rows_product(d_nll, d_unit),
-            zero_targets)
+    d_V = parallel.rows_product(*precision.like(V, d_unit, scale * rows)).astype(V.dtype)
+    return scale * precision.matmul(d_unit, V), d_V, parallel.rows_product(d_nll, d_unit), zero_targets
 
 
 _native_nll.defvjp(_native_nll_forward, _native_nll_backward)

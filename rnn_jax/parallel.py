@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rnn_jax import precision
+
 AXIS = "data"
 
 
@@ -100,7 +102,7 @@ def several_devices() -> bool:
 
 def rows_product(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
     """`lhs^T rhs` summed over every leading (row) axis: (..., I) and (..., J) -> (I, J), e.g. a weight gradient;
-    lhs (...) with one weight per row gives (J,).
+    lhs (...) with one weight per row gives (J,). A 16-bit operand makes it a 16-bit product with float32 sums.
 
     On one device the leading axes are merged first (a free reshape, and XLA:CPU multiplies by the transposed
     operand in place). Under a mesh of several devices they stay apart: merging time-major (T, B) axes would
@@ -110,8 +112,12 @@ def rows_product(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
     per_row = lhs.ndim == rhs.ndim - 1
     if not several_devices():
         rhs = rhs.reshape(-1, rhs.shape[-1])
-        return lhs.reshape(-1) @ rhs if per_row else lhs.reshape(-1, lhs.shape[-1]).T @ rhs
+        return precision.matmul(lhs.reshape(-1) if per_row else lhs.reshape(-1, lhs.shape[-1]).T, rhs)
+    low = precision.operand_dtype(lhs, rhs)
+    if low is not None:  # 16-bit operands, float32 sums (rnn_jax.precision)
+        lhs, rhs = lhs.astype(low), rhs.astype(low)
+    accumulate = None if low is None else jnp.float32
     axes = tuple(range(rhs.ndim - 1))
     if per_row or lhs.size <= rhs.size:
-        return jnp.tensordot(lhs, rhs, (axes, axes))
-    return jnp.tensordot(rhs, lhs, (axes, axes)).T  # XLA copies its first operand into place: the smaller one
+        return jnp.tensordot(lhs, rhs, (axes, axes), preferred_element_type=accumulate)
+    return jnp.tensordot(rhs, lhs, (axes, axes), preferred_element_type=accumulate).T  # XLA copies its first operand into place: the smaller one

@@ -44,7 +44,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import _checks
+from rnn_jax import _checks, precision
 from rnn_jax.cells import base
 from rnn_jax.errors import ConfigError
 
@@ -107,7 +107,8 @@ class LockedDropout:
         inner = cell.fused
         self.fused = inner._replace(
             supports=lambda p: isinstance(p, LockedParams) and inner.supports(p.params),
-            operands=lambda p: self._operands(p), recurrence=_masked_recurrence(inner.recurrence), native=None)
+            operands=lambda p: self._operands(p), recurrence=_masked_recurrence(inner.recurrence), native=None,
+            library=None)
         if hasattr(cell, "output_size"):
             self.output_size = cell.output_size
 
@@ -132,7 +133,7 @@ class LockedDropout:
         """U x + b for all gates, shaped as the fused spec's projected inputs: (*lead, G, K // G) or (*lead, K)."""
         jax.eval_shape(self.cell.project_inputs, params.params, xs)  # the cell's own boundary checks
         operands = self._operands(params)
-        projected = xs.astype(operands.U.dtype) @ operands.U.T
+        projected = precision.matmul(xs.astype(operands.U.dtype), operands.U.T)
         projected = projected if operands.b is None else projected + operands.b
         return projected.reshape(xs.shape[:-1] + self.fused.gate_shape(operands.U.shape[0]))
 

@@ -190,3 +190,20 @@ def test_the_machine_record_names_the_cpu_and_its_flags():
     assert machine["platform"] == jax.devices()[0].platform and machine["device_kind"]
     assert machine["cpu"]["model"] != "" and set(machine["cpu"]["flags"]) <= {"avx2", "avx512f", "avx512_bf16",
                                                                               "amx_bf16", "amx_tile"}
+
+
+def test_bf16_rows_compare_with_pytorch_autocast(tmp_path):
+    pytest.importorskip("torch")
+    report = bench_lm.main(["--configs", "notes", "--cells", "gru", "--workloads", "train",
+                            "--implementations", "fused,fused_bf16,torch,torch_bf16", "--rounds", "1",
+                            "--min-seconds", "0.01", "--compile-lengths", "", "--out", str(tmp_path),
+                            "--reuse-host-memory", "false"])
+    speed = {r["impl"]: r["tokens_per_s"] for r in report["results"]}
+    assert set(speed) == {"fused", "fused_bf16", "torch", "torch_bf16"}
+    assert "flags" in report["machine"]["cpu"]  # avx512_bf16 / amx_bf16 recorded where the CPU has them
+    table = (tmp_path / "bench_lm.md").read_text()
+    assert "bf16 / torch bf16" in table
+    row = next(line for line in table.splitlines() if line.startswith("| notes | gru | train |"))
+    # the float32 default against float32 peers, the bf16 row against PyTorch's autocast
+    assert f"| {speed['fused'] / speed['torch']:.2f}x |" in row
+    assert row.endswith(f"| {speed['fused_bf16'] / speed['torch_bf16']:.2f}x |")

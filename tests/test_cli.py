@@ -96,3 +96,18 @@ def test_print_config_shows_the_resolved_config_and_exits(capsys):
     with pytest.raises(SystemExit):
         parse_config(Flags(), ["--sizes", "5", "--print-config"])
     assert json.loads(capsys.readouterr().out) == {"bias": True, "sizes": [5]}
+
+
+def test_the_compute_dtype_option_on_every_preset(capsys):
+    from rnn_jax.configs import PRESETS
+
+    for name in PRESETS:
+        with pytest.raises(SystemExit) as exit_info:
+            train_lm.main(["--config", name, "--model-compute-dtype", "bfloat16", "--print-config"])
+        assert exit_info.value.code == 0
+        assert json.loads(capsys.readouterr().out)["model"]["compute_dtype"] == "bfloat16"
+    from rnn_jax.errors import run_command
+
+    assert run_command(train_lm.main, ["--model-compute-dtype", "float16", "--print-config"]) != 0
+    error = capsys.readouterr().err
+    assert error.startswith("error: compute dtype float16 needs loss scaling") and "Traceback" not in error

@@ -102,13 +102,21 @@ def test_flags_and_remat_fall_back_with_the_same_results():
                            rtol=1e-6, atol=1e-6)
 
 
-def test_bfloat16_runs_in_the_parameters_dtype():
-    params, carry, xs = problem(lstm, {}, dtype=jnp.bfloat16)
-    final, hs = fused_scan(lstm, params, carry, xs)
-    grads = jax.grad(lambda p: fused_scan(lstm, p, carry, xs)[1].astype(jnp.float32).sum())(params)
-    assert hs.dtype == jnp.bfloat16 and final.c.dtype == jnp.bfloat16 and grads.W.dtype == jnp.bfloat16
-    want = hoisted_scan(lstm, params, carry, xs)[1]
-    np.testing.assert_allclose(np.asarray(hs, np.float32), np.asarray(want, np.float32), atol=3e-2)
+def test_bfloat16_parameters_keep_float32_state():
+    params, carry, xs = problem(lstm, {}, dtype=jnp.float32)
+    params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    final, hs = fused_scan(lstm, params, carry, xs, native=False)
+    assert hs.dtype == jnp.float32 and final.c.dtype == jnp.float32
+    want_final, want = hoisted_scan(lstm, params, carry, xs)  # the same bf16 products, step by step
+    np.testing.assert_allclose(hs, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(final.c, want_final.c, rtol=1e-5, atol=1e-5)
+    loss = lambda run: (lambda p: (run(lstm, p, carry, xs)[1] ** 2).sum())
+    grads = jax.grad(loss(lambda *a: fused_scan(*a, native=False)))(params)
+    want_grads = jax.grad(loss(hoisted_scan))(params)
+    assert grads.W.dtype == jnp.bfloat16
+    for got, expected in zip(grads, want_grads):
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected, np.float32), rtol=2e-2,
+                                   atol=2e-2 * float(np.abs(np.asarray(expected, np.float32)).max()))
 
 
 def test_bad_inputs_get_the_cells_errors():

@@ -20,6 +20,6 @@ def test_the_gpu_check_dry_run_passes_every_stage(tmp_path):
                      "bench_scan.json", "summary.txt"]  # few enough files to come back from a device run
     assert "passed" in (out / "1_tests.txt").read_text()
     bench = json.loads((out / "bench_lm.json").read_text())
-    assert {r["impl"] for r in bench["results"]} == {"fused", "scan_unroll4"}
+    assert {r["impl"] for r in bench["results"]} == {"fused", "fused_bf16", "scan_unroll4"}
     assert {r["impl"] for r in bench["skipped"]} == {"torch_cuda", "jax_rnn"}  # no GPU here
     assert json.loads((out / "bench_scan.json").read_text())["results"]

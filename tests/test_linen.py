@@ -8,7 +8,7 @@ import pytest
 from flax import linen as nn
 
 from conftest import CELL_CASES
-from rnn_jax import Stacked, gru, hoisted_scan, lstm, run_layers
+from rnn_jax import Stacked, gru, hoisted_scan, lstm, precision, run_layers
 from rnn_jax import linen as rnn_linen
 from rnn_jax.bidirectional import Bidirectional as CoreBidirectional
 
@@ -89,3 +89,20 @@ def test_trains_inside_a_flax_model_with_optax():
         params, opt_state, loss = step(params, opt_state)
         losses.append(float(loss))
     assert losses[0] > 2.0 and losses[-1] < 0.2, (losses[0], losses[-1])
+
+
+def test_compute_dtype_runs_the_core_on_bf16_parameters():
+    xs = jax.random.normal(jax.random.key(1), (B, T, E))
+    layer = rnn_linen.StackedRNN(cell="lstm", hidden_size=H, num_layers=2, compute_dtype=jnp.bfloat16)
+    variables = layer.init(jax.random.key(0), xs)
+    layers = variables["params"]["layers"]
+    assert {leaf.dtype for leaf in jax.tree.leaves(layers)} == {jnp.dtype(jnp.float32)}  # stored in float32
+    carry, hs = layer.apply(variables, xs)
+    assert hs.dtype == jnp.float32
+    bf16 = precision.cast_to_compute(layers, jnp.bfloat16)
+    close((carry, hs), run_layers(lstm, bf16, Stacked(lstm, 2).initial_state(H, (B,)), xs))
+    cell = rnn_linen.Cell(cell="gru", hidden_size=H, compute_dtype=jnp.bfloat16)
+    variables = cell.init(jax.random.key(0), cell.initial_state((B,)), xs[:, 0])
+    close(cell.apply(variables, cell.initial_state((B,)), xs[:, 0]),
+          gru.step(precision.cast_to_compute(variables["params"]["cell"], jnp.bfloat16), cell.initial_state((B,)),
+                   xs[:, 0]))

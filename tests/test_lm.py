@@ -1,5 +1,6 @@
 """The language model: shapes, errors, dropout, weight tying, causality, any cell, overfitting one batch."""
 
+import dataclasses
 import math
 
 import jax
@@ -10,6 +11,7 @@ import optax
 import pytest
 
 from rnn_jax import DTypeError, ShapeError, count_params, kernels, lstm
+from rnn_jax.errors import ConfigError
 from rnn_jax.lm import LanguageModel, LMConfig, dropout, output_logits, output_nll, sequence_loss
 
 B, T = 3, 6
@@ -294,3 +296,32 @@ def test_embed_init_scale_sets_the_outer_layers_as_awd_lstm_does():
     np.testing.assert_array_equal(params.output.c, 0.0)
     with pytest.raises(ValueError, match="embed_init_scale must be > 0"):
         LMConfig(embed_init_scale=0.0)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"output_bias": True, "tie_weights": True, "use_bias": True, "embed_size": 5}],
+                         ids=["plain", "tied_with_biases"])
+def test_bf16_compute_keeps_float32_parameters_state_and_loss(overrides):
+    model, params = model_and_params(compute_dtype="bfloat16", num_layers=2, **overrides)
+    model32 = LanguageModel(dataclasses.replace(model.config, compute_dtype="float32"))
+    tokens = jax.random.randint(jax.random.key(1), (B, T + 1), 0, model.config.vocab_size)
+    logits, carry = model.apply(params, model.initial_state(B), tokens[:, :-1])
+    assert logits.dtype == jnp.float32 and {leaf.dtype for leaf in jax.tree.leaves(carry)} == {jnp.dtype(jnp.float32)}
+    want, _ = model32.apply(params, model32.initial_state(B), tokens[:, :-1])
+    np.testing.assert_allclose(logits, want, atol=2e-2)
+    assert not np.allclose(logits, want, rtol=1e-5, atol=0)  # the products did run in bf16
+
+    def loss(params, native):
+        hs, _ = model.hidden_states(params, model.initial_state(B), tokens[:, :-1])
+        return model.output_nll(params, hs, tokens[:, 1:], native=native).mean()
+
+    value, grads = jax.value_and_grad(loss)(params, None)  # the native loss kernel where available
+    want_value, want_grads = jax.value_and_grad(loss)(params, False)
+    assert {leaf.dtype for leaf in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+        np.testing.assert_allclose(got, expected, atol=3e-2 * float(np.abs(expected).max()))  # bf16 rounding
+
+
+def test_a_bad_compute_dtype_is_refused():
+    with pytest.raises(ConfigError, match="float16 needs loss scaling"):
+        LMConfig(compute_dtype="float16")

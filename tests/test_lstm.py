@@ -76,5 +76,6 @@ def test_errors_name_expected_and_received():
         lstm.step(bad, carry, jnp.ones((3, 5)))
     with pytest.raises(ShapeError, match=r"b \(bias"):
         lstm.step(params._replace(b=params.b[:3]), carry, jnp.ones((3, 10)))
-    with pytest.raises(DTypeError, match="carry.h must have dtype bfloat16"):
-        lstm.step(lstm.init(jax.random.key(0), 10, 20, dtype=jnp.bfloat16), carry, jnp.ones((3, 10)))
+    with pytest.raises(DTypeError, match="carry.h must have dtype float32.*the state stays float32"):
+        lstm.step(lstm.init(jax.random.key(0), 10, 20, dtype=jnp.bfloat16), lstm.initial_state(20, (3,), jnp.bfloat16),
+                  jnp.ones((3, 10)))

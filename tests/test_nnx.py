@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from conftest import CELL_CASES
-from rnn_jax import Stacked, hoisted_scan, lstm, run_layers
+from rnn_jax import Stacked, fused_scan, hoisted_scan, lstm, precision, run_layers
 from rnn_jax import nnx as rnn_nnx
 from rnn_jax.bidirectional import Bidirectional as CoreBidirectional
 
@@ -71,3 +71,15 @@ def test_trains_inside_an_nnx_model_with_optax():
 
     losses = [float(step(model, optimizer)) for _ in range(200)]
     assert losses[-1] < 0.05 * losses[0], (losses[0], losses[-1])
+
+
+def test_compute_dtype_runs_the_core_on_bf16_parameters():
+    xs = jax.random.normal(jax.random.key(1), (B, T, E))
+    layer = rnn_nnx.RNN("lstm", E, H, rngs=nnx.Rngs(0), compute_dtype=jnp.bfloat16)
+    assert {leaf.dtype for leaf in jax.tree.leaves(value(layer.cell))} == {jnp.dtype(jnp.float32)}
+    carry, hs = layer(xs)
+    assert hs.dtype == jnp.float32
+    bf16 = precision.cast_to_compute(value(layer.cell), jnp.bfloat16)
+    close((carry, hs), fused_scan(lstm, bf16, lstm.initial_state(H, (B,)), xs))  # the module's runner
+    grads = nnx.grad(lambda m: m(xs)[1].sum())(layer)
+    assert {leaf.dtype for leaf in jax.tree.leaves(value(grads.cell))} == {jnp.dtype(jnp.float32)}

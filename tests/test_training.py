@@ -469,3 +469,19 @@ def test_a_sampled_window_length_scales_the_learning_rate(text_file, tmp_path):
     assert math.isfinite(train(config, tmp_path / "run", progress=False).valid["nll"])
     with pytest.raises(ValueError, match="pass the optimiser as OptimConfig"):
         train(config, tmp_path / "other", progress=False, optimizer=optax.sgd(0.1))
+
+
+def test_bf16_compute_trains_float32_parameters_and_checkpoints(text_file, tmp_path):
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        config = small_config(text_file)
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, compute_dtype=dtype))
+        results[dtype] = train(config, tmp_path / dtype, progress=False, log=lambda line: None)
+    params = results["bfloat16"].params
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    (state, _), _, _ = final_checkpoint(tmp_path / "bfloat16", results["bfloat16"].config)
+    assert {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state))
+            if jnp.issubdtype(leaf.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
+    valid = {dtype: result.valid["nll"] for dtype, result in results.items()}
+    assert valid["bfloat16"] < math.log(results["float32"].vocab.size)  # it learned
+    assert abs(valid["bfloat16"] - valid["float32"]) < 0.02 * valid["float32"]

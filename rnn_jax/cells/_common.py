@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import _checks
+from rnn_jax import _checks, precision
 from rnn_jax import initializers as inits
 from rnn_jax.cells.base import output_size, param_dtype  # noqa: F401  (output_size: re-exported)
 
@@ -79,7 +79,8 @@ def check_state(cell: str, field: str, value, batch_shape: tuple, H: int, dtype:
     )
     _checks.check_same_dtype(
         f"{cell} carry.{field}", value, dtype,
-        "Create the carry with initial_state(H, batch_shape, dtype) in the parameters' dtype.",
+        "Create the carry with initial_state(H, batch_shape, dtype) in the parameters' dtype (float32 for "
+        "bfloat16 parameters: the state stays float32, see rnn_jax.precision).",
     )
 
 
@@ -92,22 +93,19 @@ def check_projected(cell: str, projected, tail: tuple, symbolic: str) -> None:
 
 def project(U, b, x):
     """U x + b for every gate: (*batch, E) x (G, H, E) -> (*batch, G, H); also works without a gate axis."""
-    if U.ndim == 2:
-        out = x @ U.T
-    else:
-        out = jnp.einsum("...e,ghe->...gh", x, U)
+    out = precision.einsum("...e,he->...h" if U.ndim == 2 else "...e,ghe->...gh", x, U)
     return out if b is None else out + b
 
 
 def recurrent(W, h):
     """W h for every gate: (*batch, H) x (G, H, H) -> (*batch, G, H)."""
-    if W.ndim == 2:
-        return h @ W.T
-    return jnp.einsum("...k,ghk->...gh", h, W)
+    return precision.einsum("...k,hk->...h" if W.ndim == 2 else "...k,ghk->...gh", h, W)
 
 
 def check_carry(cell: str, carry, carry_type: type, sizes: dict[str, int], batch_shape: tuple, dtype) -> None:
-    """Checks a carry's type and each field's shape (*batch, size) and dtype."""
+    """Checks a carry's type and each field's shape (*batch, size) and dtype (the parameters' state dtype:
+    float32 for 16-bit parameters, `rnn_jax.precision.state_dtype`)."""
+    dtype = precision.state_dtype(dtype)
     if not isinstance(carry, carry_type):
         fields = ", ".join(carry_type._fields)
         raise TypeError(f"{cell} carry must be a {carry_type.__name__}({fields}); got {type(carry).__name__}. "
@@ -172,7 +170,8 @@ def cell_functions(*, name: str, module: str, params_types, carry_type: type, pr
                               "Equal to `step(params, carry, x_t)`.")
     step.__doc__ = (f"One {name} time step (the equations in the module docstring).\n\n"
                     f"    Args:\n        params: the cell's parameters from `init`.\n"
-                    f"        carry: `{carry_type.__name__}` with batch shape `batch`, in the parameters' dtype.\n"
+                    f"        carry: `{carry_type.__name__}` with batch shape `batch`, in the parameters' state dtype "
+                    f"(float32 for bfloat16 parameters).\n"
                     f"        x: x_t of shape (*batch, E), floating (cast to the parameters' dtype).\n\n"
                     f"    Returns:\n        (new carry, h_t of shape (*batch, H)).\n")
     for fn, fn_name in ((project_inputs, "project_inputs"), (step_projected, "step_projected"), (step, "step")):

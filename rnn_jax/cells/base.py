@@ -39,7 +39,7 @@ from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import parallel
+from rnn_jax import parallel, precision
 
 
 @runtime_checkable
@@ -100,6 +100,12 @@ def param_dtype(params: Any) -> jnp.dtype:
                     "the cell's init")
 
 
+def state_dtype(params: Any) -> jnp.dtype:
+    """The dtype of a cell's carry for these parameters: float32 for 16-bit parameters (their products take
+    16-bit operands, the state stays float32; `rnn_jax.precision`), else the parameters' own."""
+    return precision.state_dtype(param_dtype(params))
+
+
 def state_linear(cell: Any) -> "StateLinear | None":
     """The cell's state-linear spec, or None for a cell whose update is not linear in its state."""
     spec = getattr(cell, "linear", None)
@@ -137,9 +143,10 @@ class Recurrence(NamedTuple):
 
 # h (B, H_in) x (H_in, K) runs faster in the loop than h x W^T (measured 1.1-1.9x per step); the barrier keeps XLA
 # from folding the transpose back into the product.
-DENSE = Recurrence(prepare=lambda W: jax.lax.optimization_barrier(W.T), apply=lambda W_t, h: h @ W_t,
-                   transpose=lambda W, d_rec: d_rec @ W,
-                   weight_grad=lambda R, h_prev, d_rec: parallel.rows_product(h_prev, d_rec).T, dense=True)
+DENSE = Recurrence(prepare=lambda W: jax.lax.optimization_barrier(W.T), apply=lambda W_t, h: precision.matmul(h, W_t),
+                   transpose=lambda W, d_rec: precision.matmul(d_rec, W),
+                   weight_grad=lambda R, h_prev, d_rec: parallel.rows_product(*precision.like(R, h_prev, d_rec)).T,
+                   dense=True)
 
 DIAGONAL = Recurrence(prepare=lambda w: w, apply=lambda w, h: h * w, transpose=lambda w, d_rec: d_rec * w,
                       weight_grad=lambda R, h_prev, d_rec: (h_prev * d_rec).reshape(-1, d_rec.shape[-1]).sum(0))
@@ -174,6 +181,8 @@ class FusedSpec(NamedTuple):
         recurrence: the `Recurrence` hook (`DENSE` by default, `DIAGONAL`, or the cell's own).
         native: a native loop (`rnn_jax.kernels.recurrent.NativeLoop`) computing the same forward and backward,
             or None. Tests hold the two equal.
+        library: an accelerator library's loop (`rnn_jax.kernels.cudnn.LibraryLoop`: cuDNN for the LSTM on a
+            GPU) computing the same, or None; the native policy governs it as it does `native`.
     """
 
     supports: Callable
@@ -183,6 +192,7 @@ class FusedSpec(NamedTuple):
     backward: Callable
     recurrence: Recurrence = DENSE
     native: Any = None
+    library: Any = None
 
     def gate_shape(self, units: int) -> tuple[int, ...]:
         """The projected inputs' trailing shape for K = `units` stacked gate units: (G, K // G), or (K,)."""

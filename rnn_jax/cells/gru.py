@@ -95,7 +95,7 @@ def init(
         input_size: E.
         hidden_size: H.
         use_bias: whether the gates have biases.
-        dtype: parameter dtype; the computation runs in it.
+        dtype: parameter dtype; products take their operands in it (bfloat16: float32 sums, state and outputs).
         initializer: scheme name ("pytorch", "uniform", "orthogonal") or an `InitScheme`.
         init_scale: s for initializer="uniform".
         reset_after: False for the notes' form (`GRUParams`), True for the cuDNN/PyTorch form

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.cells import _common, base
+from rnn_jax.kernels import cudnn
 from rnn_jax.kernels import recurrent as recurrent_kernels
 from rnn_jax.initializers import InitScheme
 
@@ -78,7 +79,8 @@ def init(
         input_size: E, the size of x_t.
         hidden_size: H, the size of h_t and c_t.
         use_bias: whether the gates have biases b_*.
-        dtype: parameter dtype; the computation runs in it (bf16 parameters give bf16 outputs).
+        dtype: parameter dtype; products take their operands in it (bfloat16: float32 sums, state and outputs,
+            `rnn_jax.precision`).
         initializer: a scheme name from `rnn_jax.initializers` ("pytorch", "uniform", "orthogonal") or an
             `InitScheme`.
         init_scale: s for initializer="uniform".
@@ -140,7 +142,7 @@ def _cell_update(params: LSTMParams, carry: LSTMState, projected: jax.Array) -> 
 
 fused = base.FusedSpec(supports=lambda params: isinstance(params, LSTMParams),
                        operands=base.stacked_operands, num_gates=NUM_GATES, forward=_forward, backward=_backward,
-                       native=recurrent_kernels.LSTM_LOOP)
+                       native=recurrent_kernels.LSTM_LOOP, library=cudnn.LSTM_CUDNN)
 
 
 project_inputs, step_projected, step = _common.cell_functions(

@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import _checks
+from rnn_jax import _checks, precision
 from rnn_jax.cells import _common, lstm
 from rnn_jax.cells.lstm import GATE_INDEX, NUM_GATES, LSTMState
 from rnn_jax.initializers import InitScheme
@@ -65,7 +65,7 @@ def _cell_update(params: LSTMPParams, carry: LSTMState, projected):
     i, f, o = (jax.nn.sigmoid(pre[..., GATE_INDEX[n], :]) for n in ("i", "f", "o"))
     g = jnp.tanh(pre[..., GATE_INDEX["g"], :])
     c = f * carry.c + i * g
-    h = (o * jnp.tanh(c)) @ params.W_p.T
+    h = precision.matmul(o * jnp.tanh(c), params.W_p.T)
     return LSTMState(h=h, c=c), h
 
 

@@ -34,7 +34,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import _checks
+from rnn_jax import _checks, precision
 from rnn_jax import initializers as inits
 from rnn_jax.cells import _common, base
 from rnn_jax.cells.lstm import add_forget_bias
@@ -117,13 +117,13 @@ def _heads(a, W):
 
 def _apply(W, h):
     """Each head's gates from its own units: h (*batch, H) -> (*batch, 4·H), gate-major like U's rows."""
-    rec = jnp.einsum("...nj,gnij->...gni", _heads(h, W), W)
+    rec = precision.einsum("...nj,gnij->...gni", _heads(h, W), W)
     return rec.reshape(h.shape[:-1] + (-1,))
 
 
 def _transpose(W, d_rec):
     d = d_rec.reshape(d_rec.shape[:-1] + W.shape[:3])
-    d_h = jnp.einsum("...gni,gnij->...nj", d, W)
+    d_h = precision.einsum("...gni,gnij->...nj", d, W)
     return d_h.reshape(d_h.shape[:-2] + (-1,))
 
 
@@ -131,7 +131,7 @@ def _weight_grad(W, h_prev, d_rec):
     """dW[g, n] = Σ over time and batch of d_rec[g, n] h_prev[n]^T, each head's block only."""
     h = h_prev.reshape((-1,) + W.shape[1:3])
     d = d_rec.reshape((-1,) + W.shape[:3])
-    return jnp.einsum("tgni,tnj->gnij", d, h)
+    return precision.einsum("tgni,tnj->gnij", *precision.like(W, d, h))
 
 
 BLOCK_DIAGONAL = base.Recurrence(prepare=lambda W: W, apply=_apply, transpose=_transpose, weight_grad=_weight_grad)

@@ -1,8 +1,8 @@
 """Native CPU kernels for the recurrent loop and the softmax loss, called through `jax.ffi`, compiled on first use.
 
 `rnn_jax.fused_scan` runs the loops (forward and backward) of an LSTM and of a reset-after GRU with these
-kernels when it can: float32, the CPU backend, and a C++ compiler on the machine. Everywhere else it runs its
-XLA loop, which gives the same results (tested to float32 rounding). XLA executes a loop body as a chain of
+kernels when it can: a float32 state (with float32 or bf16 weights), the CPU backend, and a C++ compiler on the
+machine. Everywhere else it runs its XLA loop, which gives the same results (tested to float32 rounding). XLA executes a loop body as a chain of
 small kernels, each with a few microseconds of dispatch and a thread-pool wake-up for the product; a native loop
 is one call, split over the hidden units between threads that meet once per step, with vectorised gate math.
 `rnn_jax.output.output_nll` (the language model's loss) uses the softmax cross-entropy kernels under the same
@@ -15,6 +15,7 @@ conditions: one pass per row of the logits instead of XLA's eight passes over al
 | `_ffi` | `jax.ffi` calls whose rows fold under `jax.vmap` and split over devices |
 | `recurrent` | `lstm_forward`, `gru_forward` and their backward loops; `NativeLoop` adapters for `fused_scan` |
 | `xent` | softmax cross-entropy rows; the output layer's training forward and backward in row panels |
+| `cudnn` | the LSTM layer on GPUs through cuDNN (`jax.experimental.rnn`), the same policy's GPU counterpart |
 
 `python -m rnn_jax.kernels info` says whether the kernels are built and why not; `... build` builds them.
 

@@ -111,7 +111,8 @@ class NativeLoop(NamedTuple):
 
     Attributes:
         forward: `f(W, elementwise, carry, projected, b, reverse) -> (final carry, hs, residuals)`; projected
-            (T, *batch, G, H) without the bias b (K,) or None, which the kernel adds.
+            (T, *batch, G, H) without the bias b (K,) or None, which the kernel adds. W may be bfloat16 (mixed
+            precision): the loops multiply its exact values in float32.
         backward: `f(W, elementwise, residuals, d_final, d_hs, reverse) -> (d_carry, d_elementwise, d_projected,
             d_rec, h_prev)`, d_projected and d_rec (T, *batch, K), h_prev (T, *batch, H).
     """
@@ -128,6 +129,7 @@ def _previous_states(hs, first, reverse):
 def _lstm_loop(W, _, carry, projected, b, reverse):
     steps, batch_shape, hidden = projected.shape[0], carry.h.shape[:-1], W.shape[-1]
     flat = lambda a: a.reshape((-1, hidden))
+    W = W.astype(jnp.float32)  # bf16 weights multiply in float32 on their exact values (docs/guide/performance.md)
     hs, cs, acts = lstm_forward(projected.reshape(steps, -1, 4 * hidden), W, flat(carry.h), flat(carry.c), b,
                                 reverse=reverse)
     last = 0 if reverse else steps - 1
@@ -138,7 +140,7 @@ def _lstm_loop(W, _, carry, projected, b, reverse):
 
 def _lstm_loop_backward(W, _, residuals, d_final, d_hs, reverse):
     acts, cs, c0, h_prev = residuals
-    hidden = W.shape[-1]
+    hidden, W = W.shape[-1], W.astype(jnp.float32)
     flat = lambda a: a.reshape((-1, hidden))
     d_pre, d_h0, d_c0 = lstm_backward(W, acts, cs, c0, d_hs.reshape(cs.shape), flat(d_final.h), flat(d_final.c),
                                       reverse=reverse)
@@ -149,8 +151,8 @@ def _lstm_loop_backward(W, _, residuals, d_final, d_hs, reverse):
 
 def _gru_loop(W, b_rg, carry, projected, b, reverse):
     steps, batch_shape, hidden = projected.shape[0], carry.h.shape[:-1], W.shape[-1]
-    h0 = carry.h.reshape((-1, hidden))
-    b_rg = jnp.zeros((hidden,), W.dtype) if b_rg is None else b_rg
+    h0, W = carry.h.reshape((-1, hidden)), W.astype(jnp.float32)
+    b_rg = jnp.zeros((hidden,), jnp.float32) if b_rg is None else b_rg.astype(jnp.float32)
     hs, acts = gru_forward(projected.reshape(steps, -1, 3 * hidden), W, b_rg, h0, b, reverse=reverse)
     final = carry._replace(h=hs[0 if reverse else steps - 1].reshape(carry.h.shape))
     return final, hs.reshape((steps,) + batch_shape + (hidden,)), (acts, hs, h0)
@@ -158,7 +160,7 @@ def _gru_loop(W, b_rg, carry, projected, b, reverse):
 
 def _gru_loop_backward(W, b_rg, residuals, d_final, d_hs, reverse):
     acts, hs, h0 = residuals
-    hidden = W.shape[-1]
+    hidden, W = W.shape[-1], W.astype(jnp.float32)
     d_projected, d_rec, d_h0 = gru_backward(W, acts, hs, h0, d_hs.reshape(hs.shape), d_final.h.reshape((-1, hidden)),
                                             reverse=reverse)
     lead = d_hs.shape[:-1]

@@ -16,7 +16,8 @@ slice is fused into the gate arithmetic.
 
 Where the spec names a native loop and the native policy allows it (`rnn_jax.kernels.policy`: float32, the CPU
 backend, the kernels built), the two loops run natively: one call per loop instead of XLA's chain of small
-per-step kernels, same results (tested).
+per-step kernels, same results (tested). On a GPU, a spec's library loop (cuDNN for the LSTM,
+`rnn_jax.kernels.cudnn`) runs the layer where it applies, under the same policy.
 
 The result equals `hoisted_scan(cell, ...)` (tested, values and gradients, for every fusable cell). Where the
 fused path does not apply, `rnn_jax.runners._fallback` picks the runner that does, so `fused_scan` accepts every
@@ -38,7 +39,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import kernels, parallel
+from rnn_jax import kernels, parallel, precision
 from rnn_jax.cells import base
 from rnn_jax.runners import _fallback
 from rnn_jax.runners._layout import _check_unroll, _from_time_major, _to_time_major
@@ -84,7 +85,8 @@ def _xla_loop(spec, unroll, reverse, R, elementwise, carry, projected):
 def _xla_loop_backward(spec, unroll, reverse, R, elementwise, saved, d_final, d_hs):
     """The backward loop in XLA: (d_carry, d_elementwise, d_projected, d_rec, h_prev)."""
     carries, residuals = saved
-    zero_elementwise = jax.tree.map(jnp.zeros_like, elementwise)
+    # summed in float32 for 16-bit elementwise parameters (cast back once, in the VJP)
+    zero_elementwise = jax.tree.map(lambda a: jnp.zeros(a.shape, precision.state_dtype(a.dtype)), elementwise)
 
     def body(state, inputs):
         d_carry, d_elementwise = state
@@ -104,13 +106,14 @@ def _xla_loop_backward(spec, unroll, reverse, R, elementwise, saved, d_final, d_
     return d_carry, d_elementwise, d_projected, d_rec, carries.h
 
 
-def _weight_grads(recurrence, R, xs, h_prev, d_projected, d_rec):
-    """(dU, dR): the input and recurrent weight gradients, each one product over time and batch."""
+def _weight_grads(recurrence, U, R, xs, h_prev, d_projected, d_rec):
+    """(dU, dR): the input and recurrent weight gradients, each one product over time and batch (in U's dtype
+    when it is 16-bit: bf16 operands, float32 sums)."""
     if recurrence.dense and d_rec is d_projected:
         # Equal cotangents: one product over [xs, h_prev] gives both (4-5% faster train steps at `long`).
-        d_UW = parallel.rows_product(jnp.concatenate([xs, h_prev], axis=-1), d_projected).T
+        d_UW = parallel.rows_product(*precision.like(U, jnp.concatenate([xs, h_prev], axis=-1), d_projected)).T
         return d_UW[:, :xs.shape[-1]], d_UW[:, xs.shape[-1]:]
-    return parallel.rows_product(xs, d_projected).T, recurrence.weight_grad(R, h_prev, d_rec)
+    return parallel.rows_product(*precision.like(U, xs, d_projected)).T, recurrence.weight_grad(R, h_prev, d_rec)
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,16 +125,18 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
 
     def run(U, b, R, elementwise, carry, xs):
         # The native kernel adds b itself, saving XLA a pass over the (T, B, K) products.
-        projected = xs @ U.T if b is None or native else xs @ U.T + b
+        projected = precision.matmul(xs, U.T)
+        projected = projected if b is None or native else projected + b
         projected = projected.reshape(xs.shape[:-1] + spec.gate_shape(U.shape[0]))
-        if native:
-            final, hs, saved = spec.native.forward(R, elementwise, carry, projected, b, reverse)
+        if native:  # the native loop takes 16-bit weights as they are (`rnn_jax.kernels.recurrent`) and a float32 b
+            final, hs, saved = spec.native.forward(R, elementwise, carry, projected,
+                                                   precision.cast_floating(b, projected.dtype), reverse)
         else:
             final, hs, saved = _xla_loop(spec, unroll, reverse, R, elementwise, carry, projected)
-        return (final, hs), (U, R, elementwise, saved, xs)
+        return (final, hs), (U, b, R, elementwise, carry, saved, xs)
 
     def backward(saved, cotangents):
-        U, R, elementwise, loop_saved, xs = saved
+        U, b, R, elementwise, carry, loop_saved, xs = saved
         d_final, d_hs = cotangents
         if native:
             d_carry, d_elementwise, d_projected, d_rec, h_prev = spec.native.backward(
@@ -139,9 +144,12 @@ def _fused_sequence(spec, unroll, reverse, has_bias, native=False):
         else:
             d_carry, d_elementwise, d_projected, d_rec, h_prev = _xla_loop_backward(
                 spec, unroll, reverse, R, elementwise, loop_saved, d_final, d_hs)
-        d_U, d_R = _weight_grads(spec.recurrence, R, xs, h_prev, d_projected, d_rec)
+        d_U, d_R = _weight_grads(spec.recurrence, U, R, xs, h_prev, d_projected, d_rec)
         d_b = d_projected.sum(tuple(range(xs.ndim - 1))) if has_bias else None
-        return d_U, d_b, d_R, d_elementwise, d_carry, d_projected @ U
+        d_xs = precision.matmul(d_projected, U)
+        # Cotangents in their primals' dtypes (16-bit weights: float32 sums, rounded once here).
+        return jax.tree.map(lambda d, primal: d.astype(primal.dtype), (d_U, d_b, d_R, d_elementwise, d_carry, d_xs),
+                            (U, b, R, elementwise, carry, xs))
 
     sequence = jax.custom_vjp(lambda U, b, R, elementwise, carry, xs: run(U, b, R, elementwise, carry, xs)[0])
     sequence.defvjp(run, backward)
@@ -179,9 +187,13 @@ def fused_scan(cell, params, carry, xs: jax.Array, *, unroll: int | bool = 1, re
     # The cell's own checks of params, carry and inputs, at trace time, on the first step's shapes.
     jax.eval_shape(cell.step, params, carry, xs_tm[0])
     spec = cell.fused
+    library = spec.library if kernels.policy.requested(native) != "off" else None
+    if library is not None and library.applies(params, carry, xs):
+        return library.run(params, carry, xs, reverse=reverse, time_major=time_major)
     dtype = base.param_dtype(params)
-    use_native = (spec.native is not None and all(leaf.dtype == dtype for leaf in jax.tree.leaves(carry))
-                  and kernels.available(dtype, native))
+    state = precision.state_dtype(dtype)
+    use_native = (spec.native is not None and all(leaf.dtype == state for leaf in jax.tree.leaves(carry))
+                  and kernels.available(state, native))
     operands = spec.operands(params)
     sequence = _fused_sequence(spec, unroll, reverse, operands.b is not None, use_native)
     carry, hs = sequence(operands.U, operands.b, operands.R, operands.elementwise, carry, xs_tm.astype(dtype))

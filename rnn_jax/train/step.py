@@ -27,7 +27,7 @@ import optax
 
 from rnn_jax import data as data_lib
 from rnn_jax import parallel
-from rnn_jax.lm import LanguageModel, LMParams, output_nll, reduce_nll
+from rnn_jax.lm import LanguageModel, LMParams, reduce_nll
 from rnn_jax.train import sparse_embedding as sparse
 
 
@@ -72,7 +72,7 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
 
         def loss_of_rows(params, rows, carry, targets, key):
             hs, new_carry, penalty = model.training_features(params, carry, rows, inputs.T, key, time_major=True)
-            nll = output_nll(params, hs, targets.T, native=native).T
+            nll = model.output_nll(params, hs, targets.T, native=native).T
             return reduce_nll(nll, reduction) + penalty, (new_carry, nll.mean())
 
         return loss_of_rows
@@ -120,7 +120,7 @@ def make_eval_step(model: LanguageModel, *, native: bool | None = None) -> Calla
 
     def eval_step(params, carry, inputs, targets):
         hs, carry = model.hidden_states(params, carry, inputs, time_major=True)
-        return carry, output_nll(params, hs, targets.T, native=native).sum()
+        return carry, model.output_nll(params, hs, targets.T, native=native).sum()
 
     return eval_step
 

@@ -1,0 +1,125 @@
+"""The precision policy: 16-bit product operands with float32 sums, float32 state; checked against float32
+references computed on bf16-rounded operands (hand-written LSTM and GRU steps from the notes)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import CELL_CASES
+from rnn_jax import fused_scan, gru, kernels, lstm, precision, scan
+from rnn_jax.errors import ConfigError
+
+E, H, B = 6, 8, 3
+
+
+def rounded(a):
+    """a rounded to bf16 and back: the value a bf16 operand holds, in float32."""
+    return np.asarray(jnp.asarray(a, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32))
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_products_take_16_bit_operands_and_sum_in_float32():
+    a = jax.random.normal(jax.random.key(0), (5, 300))
+    b = jax.random.normal(jax.random.key(1), (300, 7))
+    assert precision.matmul(a, b).dtype == jnp.float32
+    np.testing.assert_array_equal(precision.matmul(a, b), a @ b)  # float32 operands: the plain product
+    got = precision.matmul(a, b.astype(jnp.bfloat16))
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, rounded(a) @ rounded(b), rtol=1e-5, atol=1e-5)
+    # summing 300 products in bf16 would be off by ~1e-1; float32 sums stay at float32 rounding
+    got = precision.einsum("ik,kj->ij", a.astype(jnp.bfloat16), b)
+    np.testing.assert_allclose(got, rounded(a) @ rounded(b), rtol=1e-5, atol=1e-5)
+
+
+def test_the_policy_casts_floating_leaves_only():
+    policy = precision.get("bfloat16")
+    tree = {"w": jnp.ones((2, 2)), "ids": jnp.arange(3), "none": None}
+    cast = policy.cast_to_compute(tree)
+    assert cast["w"].dtype == jnp.bfloat16 and cast["ids"].dtype == jnp.int32 and cast["none"] is None
+    assert precision.get("float32").cast_to_compute(tree) is tree
+    assert precision.state_dtype(jnp.bfloat16) == jnp.float32 and precision.state_dtype(jnp.float64) == jnp.float64
+    # gradients reach the float32 parameters in float32
+    grad = jax.grad(lambda w: precision.matmul(jnp.ones((1, 2)), policy.cast_to_compute(w)).sum())(jnp.ones((2, 3)))
+    assert grad.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("compute, param, message", [
+    ("float16", "float32", "needs loss scaling"),
+    ("int8", "float32", "must be one of float32, bfloat16"),
+    ("float32", "bfloat16", "narrower than the compute dtype"),
+])
+def test_bad_policies_are_refused_with_the_fix(compute, param, message):
+    with pytest.raises(ConfigError, match=message):
+        precision.get(compute, param)
+
+
+def lstm_reference(params, x, h, c):
+    """The notes' LSTM step in float64 from bf16-rounded products' operands (x, h, U, W) and a float32 state."""
+    U, W, b = (rounded(a).astype(np.float64) for a in (params.U, params.W, params.b))
+    pre = np.einsum("be,ghe->bgh", rounded(x), U) + np.einsum("bk,ghk->bgh", rounded(h), W) + b
+    i, f, o, g = sigmoid(pre[:, 0]), sigmoid(pre[:, 1]), sigmoid(pre[:, 2]), np.tanh(pre[:, 3])
+    c = f * c + i * g
+    return o * np.tanh(c), c
+
+
+def gru_reference(params, x, h):
+    """The notes' GRU step (reset before the product) with bf16-rounded operands of every product."""
+    U, W, b = (rounded(a).astype(np.float64) for a in (params.U, params.W, params.b))
+    ux = np.einsum("be,ghe->bgh", rounded(x), U) + b
+    r = sigmoid(ux[:, 0] + rounded(h) @ W[0].T)
+    u = sigmoid(ux[:, 1] + rounded(h) @ W[1].T)
+    g = np.tanh(ux[:, 2] + rounded(r * h) @ W[2].T)
+    return u * g + (1 - u) * h
+
+
+def test_lstm_and_gru_steps_equal_float32_math_on_rounded_operands():
+    x = jax.random.normal(jax.random.key(2), (B, E))
+    h0 = 0.5 * jax.random.normal(jax.random.key(3), (B, H))
+    c0 = jax.random.normal(jax.random.key(4), (B, H))
+    params = precision.get("bfloat16").cast_to_compute(lstm.init(jax.random.key(0), E, H))
+    carry, h = lstm.step(params, lstm.LSTMState(h=h0, c=c0), x)
+    want_h, want_c = lstm_reference(params, np.asarray(x), np.asarray(h0), np.asarray(c0))
+    assert carry.c.dtype == h.dtype == jnp.float32
+    np.testing.assert_allclose(h, want_h, rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(carry.c, want_c, rtol=2e-6, atol=2e-6)
+    params = precision.get("bfloat16").cast_to_compute(gru.init(jax.random.key(1), E, H))
+    _, h = gru.step(params, gru.initial_state(H, (B,))._replace(h=h0), x)
+    np.testing.assert_allclose(h, gru_reference(params, np.asarray(x), np.asarray(h0)), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("cell, opts", CELL_CASES)
+def test_every_cell_in_bf16_stays_near_float32(cell, opts):
+    params = cell.init(jax.random.key(0), E, H, **opts)
+    xs = jax.random.normal(jax.random.key(1), (B, 7, E))
+    carry = cell.initial_state(H, (B,))
+    _, want = scan(cell.step, params, carry, xs)
+    final, hs = scan(cell.step, precision.get("bfloat16").cast_to_compute(params), carry, xs)
+    assert hs.dtype == jnp.float32 and {leaf.dtype for leaf in jax.tree.leaves(final)} == {jnp.dtype(jnp.float32)}
+    np.testing.assert_allclose(hs, want, atol=3e-2)
+
+
+@pytest.mark.skipif(not kernels.available(), reason="native kernels unavailable here (no C++ compiler, "
+                    "RNN_JAX_NATIVE=0, or not the CPU backend)")
+@pytest.mark.parametrize("cell, opts", [(lstm, {}), (gru, {"reset_after": True})], ids=["lstm", "gru_reset_after"])
+def test_the_native_loop_with_bf16_weights_matches_the_xla_loop(cell, opts):
+    params = precision.get("bfloat16").cast_to_compute(cell.init(jax.random.key(0), E, H, **opts))
+    carry = jax.tree.map(lambda a: a + 0.2, cell.initial_state(H, (B,)))
+    xs = jax.random.normal(jax.random.key(1), (B, 9, E))
+
+    def loss(p, native):
+        final, hs = fused_scan(cell, p, carry, xs, native=native)
+        return (hs ** 2).sum() + sum(leaf.sum() for leaf in jax.tree.leaves(final)), hs
+
+    (value, hs), grads = jax.value_and_grad(loss, has_aux=True)(params, None)
+    (want_value, want_hs), want_grads = jax.value_and_grad(loss, has_aux=True)(params, False)
+    # the native loop multiplies h in float32, the XLA loop rounds it to bf16 first: bf16 rounding apart
+    np.testing.assert_allclose(hs, want_hs, atol=2e-2)
+    np.testing.assert_allclose(value, want_value, rtol=1e-2)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+        assert got.dtype == want.dtype == jnp.bfloat16
+        scale = float(np.abs(np.asarray(want, np.float32)).max())
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=3e-2 * scale)
