@@ -358,7 +358,8 @@ def write_outputs(out: pathlib.Path, report: dict) -> None:
         rows = [r for r in report["results"] if (r["config"], r["cell"], r["workload"]) == (name, cell, kind)]
         ax.barh([r["impl"] for r in rows], [r["tokens_per_s"] for r in rows],
                 xerr=[[r["tokens_per_s"] - r["min"] for r in rows], [r["max"] - r["tokens_per_s"] for r in rows]],
-                color=["tab:orange" if r["impl"] in PEERS + BF16_PEERS else "tab:gray" if r["impl"] in REFERENCES else "tab:blue"
+                color=["tab:orange" if r["impl"] in PEERS + BF16_PEERS
+                       else "tab:gray" if r["impl"] in REFERENCES else "tab:blue"
                        for r in rows])
         ax.set_title(f"{name} {cell} {kind}", fontsize=9)
         ax.set_xlabel("tokens/s")

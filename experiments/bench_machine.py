@@ -17,17 +17,9 @@ import jax
 import jax.numpy as jnp
 
 def matmul_peak() -> float:
-    """fp32 matrix-product FLOP/s of this machine, measured now (best of several products, 1024 to 2048)."""
-    best = 0.0
-    for n in (1024, 2048):
-        a = jnp.ones((n, n), jnp.float32)
-        f = jax.jit(lambda x: jnp.matmul(x, x, precision="highest"))  # highest: fp32, not TF32 on a GPU
-        f(a).block_until_ready()
-        for _ in range(5):
-            start = time.perf_counter()
-            f(a).block_until_ready()
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
-    return best
+    """fp32 matrix-product FLOP/s of this machine, measured now (best of single products, 1024 to 2048)."""
+    # highest: fp32, not TF32 on a GPU
+    return max(product_rate(n, n, n, jnp.float32, None, min_seconds=0.0, precision="highest") for n in (1024, 2048))
 
 
 def cpu_description() -> dict:
@@ -72,16 +64,18 @@ PRODUCT_FORMS = {"float32": (jnp.float32, None), "bf16 operands, float32 sums": 
                  "bf16 operands, bf16 result": (jnp.bfloat16, None)}
 
 
-def product_rate(m: int, k: int, n: int, dtype, accumulate, rounds: int = 5, min_seconds: float = 0.3) -> float:
-    """FLOP/s of one jitted (m, k) x (k, n) product with operands in `dtype` (best of `rounds`)."""
+def product_rate(m: int, k: int, n: int, dtype, accumulate, rounds: int = 5, min_seconds: float = 0.3,
+                 precision=None) -> float:
+    """FLOP/s of one jitted (m, k) x (k, n) product with operands in `dtype`: the best of `rounds`, each calling
+    it until `min_seconds` have passed (at least once)."""
     a = jax.random.normal(jax.random.key(0), (m, k)).astype(dtype)
     b = jax.random.normal(jax.random.key(1), (k, n)).astype(dtype)
-    f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=accumulate))
+    f = jax.jit(lambda x, y: jnp.matmul(x, y, precision=precision, preferred_element_type=accumulate))
     f(a, b).block_until_ready()
     best = 0.0
     for _ in range(rounds):
         calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < min_seconds:
+        while calls == 0 or time.perf_counter() - start < min_seconds:
             f(a, b).block_until_ready()
             calls += 1
         best = max(best, 2 * m * k * n * calls / (time.perf_counter() - start))

@@ -34,7 +34,6 @@ import numpy as np
 from rnn_jax.errors import ConfigError
 from rnn_jax import _checks, cells, precision, regularisers, state_dropout
 from rnn_jax.cells import get_cell, output_size
-from rnn_jax import output as output_lib
 from rnn_jax.output import (REDUCTIONS, OutputParams, output_logits, output_nll, reduce_nll,  # noqa: F401
                             sequence_loss)
 from rnn_jax.stack import Stacked, run_layers
@@ -226,7 +225,7 @@ class LanguageModel:
     def output_nll(self, params: LMParams, hs: jax.Array, targets: jax.Array, *, native: bool | None = None):
         """Per-token NLL (float32) of the output layer on features hs (..., H): `rnn_jax.output.output_nll` with
         the policy's operands."""
-        return output_lib.output_nll(self.output_params(params), hs, targets, native=native)
+        return output_nll(self.output_params(params), hs, targets, native=native)
 
     def init(self, key: jax.Array, dtype=jnp.float32) -> LMParams:
         """Creates parameters: embedding (V, E), L cell layers, output V (vocab, H) and c (vocab,)."""

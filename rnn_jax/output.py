@@ -77,7 +77,7 @@ def output_nll(params: Any, hs: jax.Array, targets: jax.Array, *, native: bool |
     if hs.shape[-1] != V.shape[-1] or targets.shape != hs.shape[:-1]:
         raise _checks.ShapeError(f"output_nll: hs (..., H) must match V {tuple(V.shape)} in H and targets in (...); "
                                  f"got hs {tuple(hs.shape)}, targets {tuple(targets.shape)}")
-    dtypes = {hs.dtype, precision.state_dtype(V.dtype)} | ({precision.state_dtype(c.dtype)} if c is not None else set())
+    dtypes = {hs.dtype} | {precision.state_dtype(a.dtype) for a in (V, c) if a is not None}
     if not (dtypes == {jnp.dtype(jnp.float32)} and kernels.available(jnp.float32, native)):
         return optax.softmax_cross_entropy_with_integer_labels(output_logits(params, hs).astype(jnp.float32), targets)
     # Three dimensions, the leading ones never merged: rows sharded over devices along either of them (batch-major

@@ -113,11 +113,9 @@ def rows_product(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
     if not several_devices():
         rhs = rhs.reshape(-1, rhs.shape[-1])
         return precision.matmul(lhs.reshape(-1) if per_row else lhs.reshape(-1, lhs.shape[-1]).T, rhs)
-    low = precision.operand_dtype(lhs, rhs)
-    if low is not None:  # 16-bit operands, float32 sums (rnn_jax.precision)
-        lhs, rhs = lhs.astype(low), rhs.astype(low)
-    accumulate = None if low is None else jnp.float32
+    lhs, rhs, accumulate = precision.operands(lhs, rhs)
     axes = tuple(range(rhs.ndim - 1))
     if per_row or lhs.size <= rhs.size:
         return jnp.tensordot(lhs, rhs, (axes, axes), preferred_element_type=accumulate)
-    return jnp.tensordot(rhs, lhs, (axes, axes), preferred_element_type=accumulate).T  # XLA copies its first operand into place: the smaller one
+    # XLA copies its first operand into place: the smaller one
+    return jnp.tensordot(rhs, lhs, (axes, axes), preferred_element_type=accumulate).T

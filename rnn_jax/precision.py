@@ -47,27 +47,26 @@ def state_dtype(dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float32) if is_reduced(dtype) else jnp.dtype(dtype)
 
 
-def operand_dtype(a: jax.Array, b: jax.Array):
-    """The 16-bit dtype a product of `a` and `b` takes its operands in, or None when neither is 16-bit."""
+def operands(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array, Any]:
+    """(a, b, preferred_element_type) of a product under the rule: when either is 16-bit, both in that dtype and
+    float32 sums; else unchanged and None (the product's own type)."""
     reduced = [d for d in (jnp.dtype(a.dtype), jnp.dtype(b.dtype)) if is_reduced(d)]
-    return reduced[0] if reduced else None
+    if not reduced:
+        return a, b, None
+    return a.astype(reduced[0]), b.astype(reduced[0]), jnp.float32
 
 
 def einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     """`jnp.einsum(spec, a, b)`; when either operand is 16-bit, both are cast to it and the product accumulates
     and returns float32."""
-    low = operand_dtype(a, b)
-    if low is None:
-        return jnp.einsum(spec, a, b)
-    return jnp.einsum(spec, a.astype(low), b.astype(low), preferred_element_type=jnp.float32)
+    a, b, accumulate = operands(a, b)
+    return jnp.einsum(spec, a, b, preferred_element_type=accumulate)
 
 
 def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     """`a @ b`, with `einsum`'s rule for 16-bit operands (float32 accumulation and result)."""
-    low = operand_dtype(a, b)
-    if low is None:
-        return a @ b
-    return jnp.matmul(a.astype(low), b.astype(low), preferred_element_type=jnp.float32)
+    a, b, accumulate = operands(a, b)
+    return jnp.matmul(a, b, preferred_element_type=accumulate)
 
 
 def like(weight: jax.Array, *arrays: jax.Array) -> tuple[jax.Array, ...]:
@@ -114,10 +113,7 @@ class Policy(NamedTuple):
 
     def cast_to_compute(self, params: Any) -> Any:
         """The parameters as the products take them (a differentiable cast; gradients return in param_dtype)."""
-        return cast_floating(params, jnp.dtype(self.compute_dtype)) if self.mixed else params
-
-    def cast_to_param(self, tree: Any) -> Any:
-        return cast_floating(tree, jnp.dtype(self.param_dtype))
+        return cast_to_compute(params, self.compute_dtype if self.mixed else None)
 
 
 def get(compute_dtype: str = "float32", param_dtype: str = "float32") -> Policy:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import fused_scan, gru, kernels, lstm, precision
+from rnn_jax import fused_scan, gru, kernels, lstm
 from rnn_jax.cells.gru import HiddenState, _reset_after_forward
 from rnn_jax.cells.lstm import LSTMState, _forward
 
@@ -15,14 +15,13 @@ needs_kernel = pytest.mark.skipif(not kernels.available(), reason="native kernel
 
 
 def scan_oracle(projected, W, h0, c0, d_hs, d_h_final, d_c_final, reverse):
-    """hs, cs, acts and the cotangents of (projected, h0, c0), by autodiff of a plain lax.scan of the notes' LSTM
-    (bf16 W: XLA's bf16 products, h rounded where it enters, float32 sums)."""
+    """hs, cs, acts and the cotangents of (projected, h0, c0), by autodiff of a plain lax.scan of the notes' LSTM."""
     batch, hidden = h0.shape
 
     def run(projected, h0, c0):
         def body(carry, p):
             new, h, (i, f, o, g, _) = _forward(None, carry, p.reshape(batch, 4, hidden),
-                                               precision.matmul(carry.h, W.T).reshape(batch, 4, hidden))
+                                               (carry.h @ W.T).reshape(batch, 4, hidden))
             return new, (h, new.c, jnp.concatenate([i, f, o, g], -1))
 
         final, outputs = jax.lax.scan(body, LSTMState(h0, c0), projected, reverse=reverse)
@@ -69,7 +68,7 @@ def gru_scan_oracle(projected, W, b_rg, h0, d_hs, d_h_final, reverse):
     def run(projected, b_rg, h0, rec_offset):
         def body(carry, inputs):
             p, offset = inputs
-            rec = (precision.matmul(carry.h, W.T) + offset).reshape(batch, 3, hidden)
+            rec = (carry.h @ W.T + offset).reshape(batch, 3, hidden)
             new, h, (r, u, g, rho) = _reset_after_forward(b_rg, carry, p.reshape(batch, 3, hidden), rec)
             return new, (h, jnp.concatenate([r, u, g, rho], -1))
 

@@ -2,9 +2,9 @@
 
 `rnn_jax.fused_scan` runs the loops (forward and backward) of an LSTM and of a reset-after GRU with these
 kernels when it can: a float32 state (with float32 or bf16 weights), the CPU backend, and a C++ compiler on the
-machine. Everywhere else it runs its XLA loop, which gives the same results (tested to float32 rounding). XLA executes a loop body as a chain of
-small kernels, each with a few microseconds of dispatch and a thread-pool wake-up for the product; a native loop
-is one call, split over the hidden units between threads that meet once per step, with vectorised gate math.
+machine. Everywhere else it runs its XLA loop, which gives the same results (tested to float32 rounding). XLA
+executes a loop body as a chain of small kernels, each with a few microseconds of dispatch and a thread-pool
+wake-up for the product; a native loop is one call, split over the hidden units between threads that meet once per step, with vectorised gate math.
 `rnn_jax.output.output_nll` (the language model's loss) uses the softmax cross-entropy kernels under the same
 conditions: one pass per row of the logits instead of XLA's eight passes over all of them.
 
