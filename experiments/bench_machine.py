@@ -1,10 +1,14 @@
 """The machine a benchmark ran on, recorded beside its figures: CPU model and flags, device, versions, this
-machine's float32 matrix-product peak measured in the same run, and XLA's product rates by operand dtype.
+machine's float32 matrix-product peak measured in the same run, XLA's product rates by operand dtype and the
+native recurrent loop's step time by operand format.
 
 Command:  python -m experiments.bench_machine
 Expected: the CPU, then GFLOP/s of XLA's matrix products at the language models' shapes in three forms: float32,
-          bf16 operands with float32 sums (`rnn_jax.precision`'s form) and bf16 operands with a bf16 result.
-Source:   one jitted `jnp.matmul` per shape and form, best of 5 rounds of at least 0.3 s.
+          bf16 operands with float32 sums (`rnn_jax.precision`'s form) and bf16 operands with a bf16 result; then
+          microseconds per step of the native LSTM loop (forward and backward) with float32 operands and with
+          bf16 dot products (on CPUs with AVX512-BF16), the measurement behind `kernels._build.bf16_dot_products`.
+Source:   one jitted `jnp.matmul` per shape and form, one jitted `kernels.lstm_forward` + `lstm_backward` per
+          shape and format; best of 5 rounds of at least 0.3 s.
 """
 
 from __future__ import annotations
@@ -82,7 +86,61 @@ def product_rate(m: int, k: int, n: int, dtype, accumulate, rounds: int = 5, min
     return best
 
 
+LOOP_SHAPES = ((32, 20), (32, 256), (16, 256), (20, 200), (20, 650))  # (B, H): notes, shakespeare_char, long, Zaremba
+LOOP_STEPS = 64
+
+
+def loop_step_seconds(batch: int, hidden: int, bf16: bool, steps: int = LOOP_STEPS, rounds: int = 5,
+                      min_seconds: float = 0.3) -> float:
+    """Seconds per time step of the native LSTM loop, forward then backward (`rnn_jax.kernels.recurrent`), with
+    bf16 dot products or float32 operands: the best of `rounds`."""
+    from rnn_jax import kernels
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    projected = jax.random.normal(keys[0], (steps, batch, 4 * hidden))
+    W = 0.05 * jax.random.normal(keys[1], (4 * hidden, hidden))
+    h0 = c0 = jnp.zeros((batch, hidden))
+
+    def forward_backward(projected, W, d_hs):
+        hs, cs, acts = kernels.lstm_forward(projected, W, h0, c0, bf16_products=bf16)
+        return kernels.lstm_backward(W, acts, cs, c0, d_hs, h0, c0, bf16_products=bf16)[0]
+
+    f, d_hs = jax.jit(forward_backward), jax.random.normal(keys[2], (steps, batch, hidden))
+    f(projected, W, d_hs).block_until_ready()
+    best = float("inf")
+    for _ in range(rounds):
+        calls, start = 0, time.perf_counter()
+        while calls == 0 or time.perf_counter() - start < min_seconds:
+            f(projected, W, d_hs).block_until_ready()
+            calls += 1
+        best = min(best, (time.perf_counter() - start) / calls / steps)
+    return best
+
+
+def loop_table(cpu: dict) -> list[dict]:
+    """The native loop's microseconds per step by operand format, printed as a table (empty without kernels)."""
+    from rnn_jax import kernels
+
+    if not kernels.available(native=True):
+        print("native kernels unavailable here: no loop table")
+        return []
+    formats = ("float32",) + (("bf16 dot products",) if "avx512_bf16" in cpu["flags"] else ())
+    print(f"\nnative LSTM loop, forward + backward, us per step (T={LOOP_STEPS})\n| B x H | " + " | ".join(formats)
+          + " | bf16 / float32 time |\n|---|" + "---|" * (len(formats) + 1))
+    rows = []
+    for batch, hidden in LOOP_SHAPES:
+        times = {form: loop_step_seconds(batch, hidden, form != "float32") * 1e6 for form in formats}
+        ratio = times["bf16 dot products"] / times["float32"] if len(times) == 2 else None
+        rows.append({"shape": (batch, hidden), "us_per_step": times, "bf16_over_float32": ratio})
+        print(f"| {batch} x {hidden} | " + " | ".join(f"{t:,.1f}" for t in times.values()) + " | "
+              + ("-" if ratio is None else f"{ratio:.2f}") + " |", flush=True)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict]:
+    from rnn_jax.hostmem import reuse_freed_memory
+
+    reuse_freed_memory()  # as the trainer and bench_lm: temporaries on pages already touched
     cpu = cpu_description()
     print(f"{cpu['model']} ({', '.join(cpu['flags'])}), jax {jax.__version__}")
     print("| M x K x N | " + " | ".join(PRODUCT_FORMS) + " |\n|---|" + "---|" * len(PRODUCT_FORMS))
@@ -91,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         rates = {form: product_rate(m, k, n, *types) / 1e9 for form, types in PRODUCT_FORMS.items()}
         rows.append({"shape": (m, k, n), "gflops": rates})
         print(f"| {m} x {k} x {n} | " + " | ".join(f"{rate:,.0f}" for rate in rates.values()) + " |", flush=True)
-    return rows
+    return rows + loop_table(cpu)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 """Quality per wall-clock second: held-out loss on Tiny Shakespeare characters for rnn_jax's recipes and PyTorch.
 
 Command:  python -m experiments.bench_quality --data-source PATH [--budgets 110,300,600]
-          [--recipes lstm,gru,mingru,minlstm,torch_same,torch_standard] [--out bench_results]
+          [--recipes lstm,lstm_float32,gru,mingru,minlstm,torch_same,torch_same_float32,torch_standard] [--out DIR]
 Expected: a table of held-out nats/char (the text's last 10%: valid and test of the 90/5/5 split, nanoGPT's
           held-out share) per budget and recipe, with steps, tokens and seconds; JSON, markdown and a plot of
           held-out loss against wall time. Each run is its own process with `--max-seconds`, so start-up and
           compilation count against every recipe alike; run it on a quiet machine.
 Source:   rnn_jax: `experiments.train_lm --config shakespeare_char` (budgets up to 110 s) or
           `shakespeare_char_long` (longer budgets) with the recipe's overrides; PyTorch: `experiments.torch_char_lm`
-          (nn.LSTM) with the same preset's recipe ("torch_same") and with the common char-RNN recipe 2x512, T=64,
-          B=32, Adam 2e-3 ("torch_standard").
+          (nn.LSTM) with the same preset's recipe and precision ("torch_same": bf16 under PyTorch's autocast where
+          the preset computes in bf16; "torch_same_float32" in float32) and with the common char-RNN recipe 2x512,
+          T=64, B=32, Adam 2e-3 ("torch_standard").
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ RNN_JAX = {  # overrides of the budget's preset (`preset_for`)
     "lstm": [],
     # the GRU diverges at the LSTM presets' Adam 1e-2 and 5e-3 (its gradient norm climbs after the first epoch)
     "gru": ["--model-cell", "gru", "--model-gru-reset-after", "--optim-learning-rate", "3e-3"],
+    "lstm_float32": ["--model-compute-dtype", "float32"],
     "mingru": ["--model-cell", "mingru", "--model-runner", "associative"],
     "minlstm": ["--model-cell", "minlstm", "--model-runner", "associative"],
 }
-TORCH = {
-    "torch_same": None,  # the budget's preset, translated by `torch_same_recipe`
-    "torch_standard": ["--hidden-size", "512", "--num-steps", "64", "--batch-size", "32", "--learning-rate", "2e-3"],
+TORCH = {  # (starts from the budget's preset as `torch_same_recipe` translates it, overrides)
+    "torch_same": (True, []),
+    "torch_same_float32": (True, ["--compute-dtype", "float32"]),
+    "torch_standard": (False, ["--hidden-size", "512", "--num-steps", "64", "--batch-size", "32", "--learning-rate",
+                               "2e-3"]),
 }
 
 
@@ -46,7 +50,8 @@ def preset_for(budget: float) -> str:
 
 
 def torch_same_recipe(budget: float) -> list[str]:
-    """The PyTorch peer's options for the budget's preset: same sizes, batch, window, optimiser and schedule."""
+    """The PyTorch peer's options for the budget's preset: same sizes, batch, window, optimiser, schedule and
+    precision (bf16: PyTorch's autocast)."""
     from rnn_jax.configs import get_preset
 
     config = get_preset(preset_for(budget)).config
@@ -54,7 +59,8 @@ def torch_same_recipe(budget: float) -> list[str]:
     return ["--embed-size", str(m.embed_size), "--hidden-size", str(m.hidden_size), "--num-layers", str(m.num_layers),
             "--batch-size", str(config.batch_size), "--num-steps", str(config.num_steps), "--learning-rate",
             str(o.learning_rate), "--warmup-steps", str(o.warmup_steps), "--dropout", str(m.dropout),
-            "--clip-norm", str(o.clip_norm), "--final-fraction", str(o.final_fraction)]
+            "--clip-norm", str(o.clip_norm), "--final-fraction", str(o.final_fraction), "--compute-dtype",
+            m.compute_dtype]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +70,14 @@ class QualityBenchConfig:
     Attributes:
         data_source: Tiny Shakespeare's input.txt (or "tinyshakespeare": downloaded once and verified).
         budgets: wall-clock budgets in seconds, each from its process's start.
-        recipes: rnn_jax recipes (lstm, gru, mingru, minlstm) and PyTorch peers (torch_same, torch_standard).
+        recipes: rnn_jax recipes (lstm: the budget's preset; lstm_float32: it in float32; gru, mingru, minlstm)
+            and PyTorch peers (torch_same: the preset's recipe and precision; torch_same_float32; torch_standard).
         out: the output folder for JSON, markdown and the plot (none: no files).
     """
 
     data_source: str = "tinyshakespeare"
     budgets: tuple[float, ...] = (110.0, 300.0, 600.0)
-    recipes: tuple[str, ...] = ("lstm", "gru", "mingru", "minlstm", "torch_same", "torch_standard")
+    recipes: tuple[str, ...] = ("lstm", "lstm_float32", "gru", "torch_same", "torch_same_float32", "torch_standard")
     out: Optional[str] = "bench_results"
 
     @classmethod
@@ -102,7 +109,8 @@ def run_torch(recipe: str, budget: float, data_source: str) -> dict:
     from rnn_jax.downloads import download_tinyshakespeare
 
     path = str(download_tinyshakespeare()) if data_source == "tinyshakespeare" else data_source
-    options = torch_same_recipe(budget) if TORCH[recipe] is None else TORCH[recipe]
+    from_preset, overrides = TORCH[recipe]
+    options = (torch_same_recipe(budget) if from_preset else []) + overrides
     command = [sys.executable, "-m", "experiments.torch_char_lm", "--data-source", path, "--max-seconds", str(budget),
                *options]
     done = subprocess.run(command, capture_output=True, text=True, timeout=budget + 600)

@@ -44,6 +44,8 @@ class TorchRecipe:
         clip_norm: global gradient-norm clip.
         seed: torch.manual_seed.
         threads: torch.set_num_threads (0: PyTorch's default).
+        compute_dtype: "float32", or "bfloat16" for `torch.autocast("cpu", torch.bfloat16)` around the forward
+            pass (float32 parameters and optimiser, as rnn_jax's `--model-compute-dtype bfloat16`).
     """
 
     data_source: str = ""
@@ -60,6 +62,11 @@ class TorchRecipe:
     clip_norm: float = 1.0
     seed: int = 0
     threads: int = 0
+    compute_dtype: str = "float32"
+
+    @classmethod
+    def field_choices(cls) -> dict[str, list[str]]:
+        return {"compute_dtype": ["float32", "bfloat16"]}
 
 
 def encoded_splits(path: str):
@@ -85,16 +92,24 @@ def build_model(torch, recipe: TorchRecipe, vocab_size: int):
     return CharLSTM()
 
 
-def held_out_nll(torch, model, ids: np.ndarray, batch_size: int, num_steps: int) -> tuple[float, int]:
-    """(summed NLL, tokens) over a split with the state carried through it, as rnn_jax's `evaluate` does."""
+def autocast(torch, recipe: TorchRecipe):
+    """The recipe's precision for the forward pass: bf16 autocast, or nothing for float32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.compute_dtype == "bfloat16")
+
+
+def held_out_nll(torch, model, ids: np.ndarray, recipe: TorchRecipe) -> tuple[float, int]:
+    """(summed NLL, tokens) over a split with the state carried through it, as rnn_jax's `evaluate` does, in the
+    recipe's precision."""
+    batch_size, num_steps = recipe.batch_size, recipe.num_steps
     rows = torch.as_tensor(data_lib.batchify(ids, batch_size))
     model.eval()
     total, count, state = 0.0, 0, None
     with torch.no_grad():
         for index in range(data_lib.num_windows(rows.numpy(), num_steps, drop_last=False)):
             inputs, targets = (torch.as_tensor(a).long() for a in data_lib.window(rows.numpy(), index, num_steps))
-            logits, state = model(inputs, state)
-            total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+            with autocast(torch, recipe):
+                logits, state = model(inputs, state)
+            total += float(torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                                              targets.reshape(-1), reduction="sum"))
             count += targets.numel()
     model.train()
@@ -115,9 +130,10 @@ def train_for_budget(torch, recipe: TorchRecipe, model, rows: np.ndarray) -> tup
         for group in optimizer.param_groups:
             cosine = 0.5 * (1 + math.cos(math.pi * progress))
             group["lr"] = recipe.learning_rate * warm * (recipe.final_fraction + (1 - recipe.final_fraction) * cosine)
-        logits, state = model(inputs, state)
-        state = tuple(s.detach() for s in state)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        with autocast(torch, recipe):
+            logits, state = model(inputs, state)
+        state = tuple(s.detach().float() for s in state)
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_norm)
@@ -144,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rows = data_lib.batchify(train_ids, recipe.batch_size)
     steps, last_loss = train_for_budget(torch, recipe, model, rows)
     train_seconds = process_seconds()
-    sums = [held_out_nll(torch, model, ids, recipe.batch_size, recipe.num_steps) for ids in (valid_ids, test_ids)]
+    sums = [held_out_nll(torch, model, ids, recipe) for ids in (valid_ids, test_ids)]
     result = {"held_out_nll": sum(s for s, _ in sums) / sum(c for _, c in sums), "steps": steps,
               "tokens": steps * recipe.batch_size * recipe.num_steps, "train_seconds": train_seconds,
               "seconds": process_seconds(), "last_train_loss": last_loss, "torch": torch.__version__}

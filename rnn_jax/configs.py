@@ -54,11 +54,12 @@ def _zaremba(size: str, hidden: int, scale: float, clip: float, steps: int, full
 
 
 def _shakespeare_char(name: str, *, hidden: int, dropout: float, learning_rate: float, seconds: float,
-                      expected: str) -> Preset:
+                      expected: str, compute_dtype: str = "float32") -> Preset:
     """A 2-layer character LSTM on Tiny Shakespeare trained for a wall-clock budget (`bench_quality`'s recipes)."""
     config = TrainConfig(
         model=LMConfig(vocab_size=66, embed_size=64, hidden_size=hidden, num_layers=2, cell="lstm", use_bias=True,
-                       output_bias=True, initializer="pytorch", init_scale=None, dropout=dropout),
+                       output_bias=True, initializer="pytorch", init_scale=None, dropout=dropout,
+                       compute_dtype=compute_dtype),
         data=DataConfig(source="tinyshakespeare", level="char", max_vocab=None, split=(0.9, 0.05, 0.05)),
         optim=OptimConfig(name="adam", learning_rate=learning_rate, clip_norm=1.0, schedule="cosine",
                           warmup_steps=100),
@@ -90,9 +91,11 @@ for preset in (
     _zaremba("medium", 650, 0.05, 5.0, 35, 6, 0.8, 0.5, 39, "valid 86.2 / test 82.7 perplexity on PTB"),
     _zaremba("large", 1500, 0.04, 10.0, 35, 14, 1 / 1.15, 0.65, 55, "valid 82.2 / test 78.4 perplexity on PTB"),
     _shakespeare_char("shakespeare_char", hidden=256, dropout=0.0, learning_rate=1e-2, seconds=110.0,
-                      expected="valid + test (the text's last 10%) about 1.49-1.50 nats/char after 110 s on 2 cores "
-                               "with AVX-512 (AMD EPYC Zen 4: 1,640 steps; Intel Xeon: 2,000), 1.57 on a Zen 3 "
-                               "without it (850 steps)"),
+                      compute_dtype="bfloat16",
+                      expected="valid + test (the text's last 10%) about 1.49 nats/char after 110 s on 2 cores with "
+                               "AVX512-BF16 (AMD EPYC Zen 4: 1.489-1.493, 2,029-2,195 steps; Intel Xeon with AMX: "
+                               "1.496, 2,183 steps); on a CPU without avx512_bf16 add `--model-compute-dtype float32` "
+                               "(its bf16 products have no hardware support; Zen 3, float32: 1.57, 850 steps)"),
     _shakespeare_char("shakespeare_char_long", hidden=512, dropout=0.2, learning_rate=5e-3, seconds=600.0,
                       expected="valid + test about 1.44 nats/char after 600 s on 2 cores with AVX-512 (Intel "
                                "Xeon: 1.438, 3,450 steps; Zen 4: 1.446, 2,850 steps), 1.48 on 2 Zen 3 cores (1,450 "

@@ -1,15 +1,25 @@
 """The machine record and the product-rate table: every form of every shape measured and printed."""
 
 from experiments import bench_machine
+from rnn_jax import kernels
 
 
-def test_product_rates_table(monkeypatch, capsys):
+def test_product_rates_and_loop_tables(monkeypatch, capsys):
     monkeypatch.setattr(bench_machine, "PRODUCT_SHAPES", ((32, 16, 8),))
+    monkeypatch.setattr(bench_machine, "LOOP_SHAPES", ((3, 34),))
+    monkeypatch.setattr(bench_machine, "LOOP_STEPS", 4)
     rows = bench_machine.main([])
     out = capsys.readouterr().out
     assert "| 32 x 16 x 8 |" in out and "bf16 operands, float32 sums" in out
-    assert len(rows) == 1 and set(rows[0]["gflops"]) == set(bench_machine.PRODUCT_FORMS)
+    assert set(rows[0]["gflops"]) == set(bench_machine.PRODUCT_FORMS)
     assert all(rate > 0 for rate in rows[0]["gflops"].values())
+    if kernels.available(native=True):
+        loop = rows[1]
+        assert "| 3 x 34 |" in out and loop["shape"] == (3, 34) and loop["us_per_step"]["float32"] > 0
+        has_dot = "avx512_bf16" in bench_machine.cpu_description()["flags"]
+        assert ("bf16 dot products" in loop["us_per_step"]) == has_dot == (loop["bf16_over_float32"] is not None)
+    else:
+        assert len(rows) == 1 and "no loop table" in out
 
 
 def test_the_cpu_record_names_the_fast_path_flags():

@@ -56,5 +56,16 @@ def test_the_pytorch_peer_takes_the_budgets_preset_recipe():
         assert (recipe.embed_size, recipe.hidden_size, recipe.num_layers, recipe.dropout) == (
             m.embed_size, m.hidden_size, m.num_layers, m.dropout)
         assert (recipe.batch_size, recipe.num_steps, recipe.learning_rate, recipe.warmup_steps, recipe.clip_norm,
-                recipe.final_fraction) == (config.batch_size, config.num_steps, o.learning_rate, o.warmup_steps,
-                                           o.clip_norm, o.final_fraction)
+                recipe.final_fraction, recipe.compute_dtype) == (
+            config.batch_size, config.num_steps, o.learning_rate, o.warmup_steps, o.clip_norm, o.final_fraction,
+            m.compute_dtype)
+    assert get_preset("shakespeare_char").config.model.compute_dtype == "bfloat16"
+
+
+def test_the_float32_peer_overrides_the_presets_precision():
+    from experiments.torch_char_lm import TorchRecipe
+    from rnn_jax.cli import parse_config
+
+    from_preset, overrides = bench_quality.TORCH["torch_same_float32"]
+    recipe = parse_config(TorchRecipe(), bench_quality.torch_same_recipe(110) + overrides)
+    assert from_preset and recipe.compute_dtype == "float32" and recipe.hidden_size == 256

@@ -515,4 +515,5 @@ def test_kernels_info_command_runs():
 
     result = subprocess.run([sys.executable, "-m", "rnn_jax.kernels", "info"], capture_output=True, text=True)
     assert "mode:" in result.stdout and "cache:" in result.stdout and "status:" in result.stdout
+    assert "bf16:" in result.stdout
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import CELL_CASES
 from rnn_jax import fused_scan, gru, kernels, lstm, precision, scan
 from rnn_jax.errors import ConfigError
+from rnn_jax.kernels import _build
 
 E, H, B = 6, 8, 3
 
@@ -102,12 +103,18 @@ def test_every_cell_in_bf16_stays_near_float32(cell, opts):
     np.testing.assert_allclose(hs, want, atol=3e-2)
 
 
-@pytest.mark.skipif(not kernels.available(), reason="native kernels unavailable here (no C++ compiler, "
-                    "RNN_JAX_NATIVE=0, or not the CPU backend)")
+NATIVE = pytest.mark.skipif(not kernels.available(), reason="native kernels unavailable here (no C++ compiler, "
+                            "RNN_JAX_NATIVE=0, or not the CPU backend)")
+BF16_DOT = pytest.mark.skipif("avx512_bf16" not in _build.cpu_flags().split(),
+                              reason="this CPU has no AVX512-BF16 dot products")
+
+
+@NATIVE
+@pytest.mark.parametrize("hidden", [8, 66, 80])
 @pytest.mark.parametrize("cell, opts", [(lstm, {}), (gru, {"reset_after": True})], ids=["lstm", "gru_reset_after"])
-def test_the_native_loop_with_bf16_weights_matches_the_xla_loop(cell, opts):
-    params = precision.get("bfloat16").cast_to_compute(cell.init(jax.random.key(0), E, H, **opts))
-    carry = jax.tree.map(lambda a: a + 0.2, cell.initial_state(H, (B,)))
+def test_the_native_loop_with_bf16_weights_matches_the_xla_loop(cell, opts, hidden):
+    params = precision.get("bfloat16").cast_to_compute(cell.init(jax.random.key(0), E, hidden, **opts))
+    carry = jax.tree.map(lambda a: a + 0.2, cell.initial_state(hidden, (B,)))
     xs = jax.random.normal(jax.random.key(1), (B, 9, E))
 
     def loss(p, native):
@@ -116,10 +123,63 @@ def test_the_native_loop_with_bf16_weights_matches_the_xla_loop(cell, opts):
 
     (value, hs), grads = jax.value_and_grad(loss, has_aux=True)(params, None)
     (want_value, want_hs), want_grads = jax.value_and_grad(loss, has_aux=True)(params, False)
-    # the native loop multiplies h in float32, the XLA loop rounds it to bf16 first: bf16 rounding apart
-    np.testing.assert_allclose(hs, want_hs, atol=2e-2)
-    np.testing.assert_allclose(value, want_value, rtol=1e-2)
+    if _build.bf16_dot_products(hidden):
+        # bf16 operands with float32 sums, h and d_rec rounded where they enter: the XLA loop's math exactly
+        tolerance, gradient_tolerance = dict(rtol=1e-5, atol=1e-5), 1e-2  # gradients: bf16, one rounding apart
+    else:
+        # float32 products of the bf16 weights; the XLA loop rounds h to bf16 first: bf16 rounding apart
+        tolerance, gradient_tolerance = dict(rtol=1e-2, atol=2e-2), 3e-2
+    np.testing.assert_allclose(hs, want_hs, **tolerance)
+    np.testing.assert_allclose(value, want_value, rtol=tolerance["rtol"])
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
         assert got.dtype == want.dtype == jnp.bfloat16
         scale = float(np.abs(np.asarray(want, np.float32)).max())
-        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=3e-2 * scale)
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                   atol=gradient_tolerance * scale)
+
+
+def lstm_loop_reference(projected, W, h0, c0, hs, cs):
+    """Each step of the LSTM loop in float64 from the loop's own previous state (h rounded to bf16 where it enters
+    the product with the bf16-rounded W): (hs, cs). Stepping from the loop's float32 states keeps an h that lies on
+    a bf16 rounding boundary from rounding differently here than in the loop."""
+    W = rounded(W).astype(np.float64)
+    h_prev = np.concatenate([np.asarray(h0)[None], np.asarray(hs)[:-1]]).astype(np.float64)
+    c_prev = np.concatenate([np.asarray(c0)[None], np.asarray(cs)[:-1]]).astype(np.float64)
+    pre = np.asarray(projected, np.float64) + np.einsum("tbk,gk->tbg", rounded(h_prev), W)
+    i, f, o, g = np.split(pre, 4, axis=-1)
+    c = sigmoid(f) * c_prev + sigmoid(i) * np.tanh(g)
+    return sigmoid(o) * np.tanh(c), c
+
+
+@NATIVE
+@BF16_DOT
+@pytest.mark.parametrize("hidden", [2, 34, 64])
+def test_the_bf16_dot_product_loop_equals_float64_math_on_rounded_operands(hidden):
+    steps, batch = 6, 5
+    projected = jax.random.normal(jax.random.key(0), (steps, batch, 4 * hidden))
+    W = 0.5 * jax.random.normal(jax.random.key(1), (4 * hidden, hidden))
+    h0, c0 = (0.5 * jax.random.normal(jax.random.key(k), (batch, hidden)) for k in (2, 3))
+    hs, cs, _ = kernels.lstm_forward(projected, W, h0, c0, bf16_products=True)
+    want_hs, want_cs = lstm_loop_reference(projected, W, h0, c0, hs, cs)
+    np.testing.assert_allclose(hs, want_hs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cs, want_cs, rtol=1e-5, atol=1e-5)
+    # float32 operands differ from this reference by bf16 rounding
+    hs32, cs32, _ = kernels.lstm_forward(projected, W, h0, c0)
+    assert np.abs(np.asarray(hs32) - lstm_loop_reference(projected, W, h0, c0, hs32, cs32)[0]).max() > 1e-4
+
+
+@NATIVE
+@BF16_DOT
+def test_the_bf16_dot_product_loop_refuses_an_odd_hidden_size():
+    with pytest.raises(Exception, match="even hidden size"):
+        kernels.lstm_forward(jnp.zeros((2, 1, 12)), jnp.zeros((12, 3)), jnp.zeros((1, 3)), jnp.zeros((1, 3)),
+                             bf16_products=True)
+
+
+def test_bf16_dot_products_where_they_pay(monkeypatch):
+    for flags, hidden, want in (("flags : avx512f avx512_bf16", 256, True),
+                                ("flags : avx512f avx512_bf16 amx_bf16 amx_tile", 256, False),
+                                ("flags : avx512f", 256, False), ("flags : avx512f avx512_bf16", 255, False),
+                                ("flags : avx512f avx512_bf16", 64, True), ("flags : avx512f avx512_bf16", 62, False)):
+        monkeypatch.setattr(_build, "cpu_flags", lambda flags=flags: flags)
+        assert _build.bf16_dot_products(hidden) is want

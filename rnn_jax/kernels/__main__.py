@@ -20,6 +20,9 @@ def info() -> int:
     print(f"backend:   {jax.default_backend()} (jax {jax.__version__})")
     print(f"compiler:  {compiler or 'none found (set $CXX or install g++)'}")
     print(f"cpu:       {' '.join(flag for flag in wanted if flag in flags) or 'no flags read'}")
+    dot = _build.bf16_dot_products(_build.BF16_DOT_MIN_HIDDEN)
+    print(f"bf16:      the loops multiply bf16 weights {'with AVX512-BF16 dot products' if dot else 'in float32'}"
+          f"{f' (even H >= {_build.BF16_DOT_MIN_HIDDEN}; float32 below)' if dot else ''}")
     print(f"cache:     {_build.cache_dir()}")
     if compiler is not None:
         target = _build.cache_dir() / f"rnn_jax_kernels_{_build.cache_key(compiler)}.so"

@@ -26,7 +26,7 @@ from rnn_jax.kernels import policy
 
 HERE = pathlib.Path(__file__).parent
 SOURCES = (HERE / "recurrent.cc", HERE / "xent.cc")
-HEADERS = (HERE / "simd.h",)
+HEADERS = (HERE / "simd.h", HERE / "operands.h")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared")
 TARGETS = {"rnn_jax_lstm_forward": "RnnJaxLstmForward", "rnn_jax_lstm_backward": "RnnJaxLstmBackward",
            "rnn_jax_gru_forward": "RnnJaxGruForward", "rnn_jax_gru_backward": "RnnJaxGruBackward",
@@ -129,6 +129,24 @@ def suited_cpu() -> bool:
     """Whether this CPU runs the kernels faster than XLA's form: their 16-lane vectors are one AVX-512 register,
     but two AVX2 registers, where the compiled micro-kernels spill and lose to XLA (docs/guide/performance.md)."""
     return "avx512f" in cpu_flags().split()
+
+
+BF16_DOT_MIN_HIDDEN = 64
+
+
+def bf16_dot_products(hidden: int) -> bool:
+    """Whether the loops multiply bf16 weights by bf16 operands (AVX512-BF16 dot products, float32 sums; `operands.h`)
+    rather than in float32 on the weights' exact values: where the CPU has avx512_bf16 but no AMX, and H is even
+    and at least `BF16_DOT_MIN_HIDDEN`.
+
+    A dot-product instruction does two multiply-adds per lane, which doubles the product rate on a core with one
+    512-bit FMA per cycle (AMD Zen 4); Intel's AMX CPUs issue two float32 FMAs per cycle, which the dot products
+    only match, and there the per-step rounding of h and d_rec made them slower. Below H=64 the products are too
+    small to gain (the notes' LSTM, H=20: the same train step), so the float32 form, which does not round h,
+    stays (docs/guide/performance.md)."""
+    flags = cpu_flags().split()
+    return ("avx512_bf16" in flags and "amx_bf16" not in flags and hidden % 2 == 0
+            and hidden >= BF16_DOT_MIN_HIDDEN)
 
 
 def eligible(dtype) -> bool:

@@ -17,10 +17,11 @@
 //
 // Shapes (float32, row-major): P (U x_t without the bias), acts, d_pre (T, B, 4H); b (4H,); hs, cs, dhs (T, B, H);
 // W (4H, H) with gate blocks in the order i, f, o, g; h0, c0, dh_T, dc_T (B, H). The bias is added here rather
-// than to P in XLA, which would be one more pass over the (T, B, 4H) products (2.7% of a `long` train step). Attribute `reverse` (0/1) runs time backwards, as lax.scan.
+// than to P in XLA, which would be one more pass over the (T, B, 4H) products (2.7% of a `long` train step). Attribute `reverse` (0/1) runs time backwards, as lax.scan;
+// `bf16_products` (0/1) picks the per-step product's operand format (operands.h).
 // Built by rnn_jax/kernels/_build.py with the machine's own instruction set (-march=native).
 
-#include "simd.h"
+#include "operands.h"
 
 namespace {
 
@@ -34,15 +35,16 @@ inline long forward_panel_block(long hidden, long first, long last) {
 
 // A chunk's forward step: for panels [first, last), rec[b][g·padded + 16p + c] = (h_{t-1} W^T)[b, g·H + 16p + c] for
 // every gate, then gate_math(b, j) for every row b and unit offset j = 16p, block by block.
-template <typename GateMath>
-void forward_step_panels(const float* h_prev, long batch, const float* packed, int gates, long panels, long hidden,
+template <typename Ops, typename GateMath>
+void forward_step_panels(const typename Ops::Elem* h_prev, long batch, const typename Ops::Elem* packed, int gates,
+                         long panels, long hidden,
                          float* rec, long ldr, long first, long last, GateMath&& gate_math) {
   const long block = forward_panel_block(hidden, first, last);
   for (long p0 = first; p0 < last; p0 += block) {
     for (long p = p0; p < p0 + block; ++p) {
       for (int g = 0; g < gates; ++g) {
-        rows_times_panel(h_prev, batch, static_cast<int>(batch), packed + (g * panels + p) * hidden * kLanes,
-                         static_cast<int>(hidden), rec + (g * panels + p) * kLanes, ldr);
+        Ops::product(h_prev, batch, packed + (g * panels + p) * hidden * kLanes, hidden,
+                     rec + (g * panels + p) * kLanes, ldr);
       }
     }
     for (long b = 0; b < batch; ++b) {
@@ -56,14 +58,14 @@ void forward_step_panels(const float* h_prev, long batch, const float* packed, i
 // d_prev, then finish(p)), then runs step s's gate derivatives gate_derivs(b, j) for every row b at j = 16p; then
 // writes its units of step s's d_rec (rows of d_rec_rows) into the k-major copy d_next. Phase T only finishes
 // step T-1 and hands dh_carry to dh_out.
-template <typename Finish, typename GateDerivs>
-void backward_step_panels(long s, long steps, long batch, long hidden, int gate_count, const float* packed,
-                          const float* d_prev, float* d_next, const float* d_rec_rows, float* dh_carry, long ldc,
+template <typename Ops, typename Finish, typename GateDerivs>
+void backward_step_panels(long s, long steps, long batch, long hidden, int gate_count,
+                          const typename Ops::Elem* packed, const typename Ops::Elem* d_prev,
+                          typename Ops::Elem* d_next, const float* d_rec_rows, float* dh_carry, long ldc,
                           float* dh_out, long first, long last, Finish&& finish, GateDerivs&& gate_derivs) {
   const long gates = gate_count * hidden;
   const auto finish_previous_step = [&](long p) {
-    rows_times_panel(d_prev, batch, static_cast<int>(batch), packed + p * gates * kLanes, static_cast<int>(gates),
-                     dh_carry + p * kLanes, ldc);
+    Ops::product(d_prev, batch, packed + p * gates * kLanes, gates, dh_carry + p * kLanes, ldc);
     finish(p);
   };
   const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
@@ -77,7 +79,7 @@ void backward_step_panels(long s, long steps, long batch, long hidden, int gate_
     for (long b = 0; b < batch; ++b) gate_derivs(b, p * kLanes);
   }
   for (int g = 0; g < gate_count; ++g) {
-    to_k_major(d_next, d_rec_rows, gates, batch, g * hidden + unit_begin, g * hidden + unit_end);
+    Ops::to_k_major(d_next, d_rec_rows, gates, batch, g * hidden + unit_begin, g * hidden + unit_end);
   }
 }
 
@@ -95,35 +97,6 @@ ffi::Error check_shapes(const char* cell, int gates, long steps, long batch, lon
   return ffi::Error::Success();
 }
 
-// packed[g][p][k][16] = W[g·H + 16p + c, k] (zero beyond H) for panels [first, last) of each gate: the product
-// h W^T, one 16-unit panel of one gate at a time.
-void pack_gate_panels(const float* W, int gates, long hidden, long panels, long first, long last, float* packed) {
-  for (int g = 0; g < gates; ++g) {
-    for (long p = first; p < last; ++p) {
-      float* dst = packed + (g * panels + p) * hidden * kLanes;
-      for (long k = 0; k < hidden; ++k) {
-        for (int c = 0; c < kLanes; ++c) {
-          const long unit = p * kLanes + c;
-          dst[k * kLanes + c] = unit < hidden ? W[(g * hidden + unit) * hidden + k] : 0.0f;
-        }
-      }
-    }
-  }
-}
-
-// packed[p][n][16] = W[n, 16p + c] (zero beyond H) for panels [first, last): the product d W over all n < rows.
-void pack_column_panels(const float* W, long rows, long hidden, long first, long last, float* packed) {
-  for (long p = first; p < last; ++p) {
-    float* dst = packed + p * rows * kLanes;
-    for (long n = 0; n < rows; ++n) {
-      for (int c = 0; c < kLanes; ++c) {
-        const long unit = p * kLanes + c;
-        dst[n * kLanes + c] = unit < hidden ? W[n * hidden + unit] : 0.0f;
-      }
-    }
-  }
-}
-
 // A step's input term of one gate slice, (U x_t)[k] + b[k] for the n units from offset k: the bias is added here,
 // in the same order XLA would have added it to the products, so results equal a bias folded into P.
 inline v16 input_term(const float* p_row, const float* bias, long k, int n) {
@@ -137,7 +110,7 @@ inline v16 input_term(const float* p_row, const float* bias, long k, int n) {
 // Forward hooks: prefetch(t, b, unit_begin, units) warms row b of step t; step(t, t_prev, b, j, n, rec_row, padded)
 // runs the gate arithmetic for units [j, j + n) of row b at step t (t_prev = -1 at the first step, whose state is
 // the initial one), where rec_row[g·padded + k] = (h_{t-1} W^T)[g·H + k], and writes h_t to H.
-template <typename Cell>
+template <typename Ops, typename Cell>
 void forward_loop(ffi::ThreadPool pool, const Cell& cell, long steps, long batch, long hidden, const float* W,
                   const float* H0, float* H, bool reverse) {
   constexpr int gates = Cell::kGates;
@@ -146,28 +119,30 @@ void forward_loop(ffi::ThreadPool pool, const Cell& cell, long steps, long batch
   // h_{t-1} is multiplied from a k-major copy (h_copy[k·B + b]), double-buffered so that one phase boundary per
   // step suffices; each chunk writes its units of h_t there after its gate arithmetic.
   const long ldr = gates * padded + kLanes;
-  AlignedBuffer packed(gates * padded * hidden), rec(batch * ldr), h_copy(2 * batch * hidden);
+  using Elem = typename Ops::Elem;
+  AlignedBuffer packed_buffer(gates * padded * hidden), rec(batch * ldr), h_copy_buffer(2 * batch * hidden);
+  Elem *packed = reinterpret_cast<Elem*>(packed_buffer.data), *h_copy = reinterpret_cast<Elem*>(h_copy_buffer.data);
 
   const std::function<void(long, long)> work = [&](long phase, long chunk) {
     long first, last;
     chunk_panels(chunk, chunks, panels, first, last);
     const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
     if (phase == 0) {  // pack this chunk's weight panels; copy its units of h0
-      pack_gate_panels(W, gates, hidden, panels, first, last, packed.data);
-      to_k_major(h_copy.data, H0, hidden, batch, unit_begin, unit_end);
+      Ops::pack_gate_panels(W, gates, hidden, panels, first, last, packed);
+      Ops::to_k_major(h_copy, H0, hidden, batch, unit_begin, unit_end);
       return;
     }
     const long s = phase - 1, t = reverse ? steps - 1 - s : s;
     const long t_prev = s == 0 ? -1 : (reverse ? t + 1 : t - 1);
-    const float* h_prev = h_copy.data + (s % 2) * batch * hidden;
-    float* h_next = h_copy.data + ((s + 1) % 2) * batch * hidden;
+    const Elem* h_prev = h_copy + (s % 2) * batch * hidden;
+    Elem* h_next = h_copy + ((s + 1) % 2) * batch * hidden;
     for (long b = 0; b < batch; ++b) cell.prefetch(t, b, unit_begin, unit_end - unit_begin);
-    forward_step_panels(h_prev, batch, packed.data, gates, panels, hidden, rec.data, ldr, first, last,
+    forward_step_panels<Ops>(h_prev, batch, packed, gates, panels, hidden, rec.data, ldr, first, last,
                         [&](long b, long j) {
       const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
       cell.step(t, t_prev, b, j, n, rec.data + b * ldr, padded);
     });
-    to_k_major(h_next, H + t * batch * hidden, hidden, batch, unit_begin, unit_end);
+    Ops::to_k_major(h_next, H + t * batch * hidden, hidden, batch, unit_begin, unit_end);
   };
   run_phased(pool, helper_count(pool, 2 * gates * batch * hidden * hidden, chunks), steps + 1, chunks, work);
 }
@@ -179,7 +154,7 @@ void forward_loop(ffi::ThreadPool pool, const Cell& cell, long steps, long batch
 // Phase 0 packs and loads the final cotangents; phase s+1 first finishes step s-1 (dh_carry = d_rec W for this
 // chunk's units, which needs every unit's d_rec of that step) and then runs step s's gate derivatives for the same
 // units, which need only this chunk's dh_carry; phase T+1 finishes the last step.
-template <typename Cell>
+template <typename Ops, typename Cell>
 void backward_loop(ffi::ThreadPool pool, Cell& cell, long steps, long batch, long hidden, const float* W,
                    const float* DH_final, const float* d_rec, float* dh_out, bool reverse) {
   constexpr int gate_count = Cell::kGates;
@@ -188,14 +163,16 @@ void backward_loop(ffi::ThreadPool pool, Cell& cell, long steps, long batch, lon
   // packed[p][n][16] = W[n, 16p + c] (zero beyond H); dh_carry (B, padded) = d_rec_t W, for step t-1.
   // d_rec_t is multiplied from a k-major, double-buffered copy (see the forward's h_copy).
   const long ldc = padded + kLanes;
-  AlignedBuffer packed(padded * gates), dh_carry(batch * ldc), d_copy(2 * batch * gates);
+  using Elem = typename Ops::Elem;
+  AlignedBuffer packed_buffer(padded * gates), dh_carry(batch * ldc), d_copy_buffer(2 * batch * gates);
+  Elem *packed = reinterpret_cast<Elem*>(packed_buffer.data), *d_copy = reinterpret_cast<Elem*>(d_copy_buffer.data);
 
   const std::function<void(long, long)> work = [&](long phase, long chunk) {
     long first, last;
     chunk_panels(chunk, chunks, panels, first, last);
     const long unit_begin = first * kLanes, unit_end = std::min(last * kLanes, hidden);
     if (phase == 0) {
-      pack_column_panels(W, gates, hidden, first, last, packed.data);
+      Ops::pack_column_panels(W, gates, hidden, first, last, packed);
       copy_units(dh_carry.data, ldc, DH_final, hidden, batch, unit_begin, unit_end);
       cell.start(unit_begin, unit_end);
       return;
@@ -207,8 +184,8 @@ void backward_loop(ffi::ThreadPool pool, Cell& cell, long steps, long batch, lon
     }
     const bool first_step = reverse ? t == steps - 1 : t == 0;
     const long t_prev = first_step ? -1 : (reverse ? t + 1 : t - 1);
-    backward_step_panels(s, steps, batch, hidden, gate_count, packed.data,
-                         d_copy.data + ((s + 1) % 2) * batch * gates, d_copy.data + (s % 2) * batch * gates,
+    backward_step_panels<Ops>(s, steps, batch, hidden, gate_count, packed,
+                         d_copy + ((s + 1) % 2) * batch * gates, d_copy + (s % 2) * batch * gates,
                          d_rec + t * batch * gates, dh_carry.data, ldc, dh_out, first, last,
                          [&](long p) { cell.finish(p, dh_carry.data, ldc); }, [&](long b, long j) {
       const int n = static_cast<int>(std::min<long>(kLanes, unit_end - j));
@@ -216,6 +193,27 @@ void backward_loop(ffi::ThreadPool pool, Cell& cell, long steps, long batch, lon
     });
   };
   run_phased(pool, helper_count(pool, 2 * gate_count * batch * hidden * hidden, chunks), steps + 2, chunks, work);
+}
+
+// Runs `loop(ops)` with the operand format the call asked for (attribute bf16_products: operands.h); the bf16
+// format needs a build with AVX512-BF16 and an even H (the Python side asks for it only then).
+template <typename Loop>
+ffi::Error with_operands(int64_t bf16_products, long hidden, Loop&& loop) {
+  if (bf16_products == 0) {
+    loop(F32Operands{});
+    return ffi::Error::Success();
+  }
+#if defined(__AVX512BF16__)
+  if (hidden % 2 != 0) {
+    return ffi::Error::InvalidArgument("bf16 products need an even hidden size, got H=" + std::to_string(hidden) +
+                                       "; call without bf16_products");
+  }
+  loop(Bf16Operands{});
+  return ffi::Error::Success();
+#else
+  return ffi::Error::InvalidArgument("bf16 products need AVX512-BF16, which this build lacks; call without "
+                                     "bf16_products");
+#endif
 }
 
 // ------------------------------------------------------------------------------------------ LSTM
@@ -296,7 +294,7 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
                            ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 2> h0,
                            ffi::Buffer<ffi::F32, 2> c0, ffi::Buffer<ffi::F32, 1> bias,
                            ffi::ResultBuffer<ffi::F32, 3> hs, ffi::ResultBuffer<ffi::F32, 3> cs,
-                           ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse) {
+                           ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse, int64_t bf16_products) {
   const long steps = projected.dimensions()[0], batch = projected.dimensions()[1];
   const long hidden = h0.dimensions()[1];
   if (projected.dimensions()[2] != 4 * hidden || bias.dimensions()[0] != 4 * hidden) {
@@ -309,8 +307,10 @@ ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projec
   if (steps == 0 || batch == 0) return ffi::Error::Success();
   const LstmForward cell{projected.typed_data(), bias.typed_data(), c0.typed_data(), hs->typed_data(),
                          cs->typed_data(), acts->typed_data(), batch, hidden};
-  forward_loop(pool, cell, steps, batch, hidden, weight.typed_data(), h0.typed_data(), cell.H, reverse != 0);
-  return ffi::Error::Success();
+  return with_operands(bf16_products, hidden, [&](auto ops) {
+    forward_loop<decltype(ops)>(pool, cell, steps, batch, hidden, weight.typed_data(), h0.typed_data(), cell.H,
+                                reverse != 0);
+  });
 }
 
 ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 3> acts,
@@ -318,7 +318,7 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
                             ffi::Buffer<ffi::F32, 3> d_hs, ffi::Buffer<ffi::F32, 2> d_h_final,
                             ffi::Buffer<ffi::F32, 2> d_c_final, ffi::ResultBuffer<ffi::F32, 3> d_pre,
                             ffi::ResultBuffer<ffi::F32, 2> d_h0, ffi::ResultBuffer<ffi::F32, 2> d_c0,
-                            int64_t reverse) {
+                            int64_t reverse, int64_t bf16_products) {
   const long steps = cs.dimensions()[0], batch = cs.dimensions()[1], hidden = cs.dimensions()[2];
   if (auto error = check_shapes("LSTM", 4, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
       error.failure()) {
@@ -327,9 +327,10 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weigh
   if (batch == 0) return ffi::Error::Success();
   LstmBackward cell{acts.typed_data(), cs.typed_data(), c0.typed_data(), d_hs.typed_data(), d_c_final.typed_data(),
                     d_pre->typed_data(), d_c0->typed_data(), batch, hidden};
-  backward_loop(pool, cell, steps, batch, hidden, weight.typed_data(), d_h_final.typed_data(), cell.D,
-                d_h0->typed_data(), reverse != 0);
-  return ffi::Error::Success();
+  return with_operands(bf16_products, hidden, [&](auto ops) {
+    backward_loop<decltype(ops)>(pool, cell, steps, batch, hidden, weight.typed_data(), d_h_final.typed_data(),
+                                 cell.D, d_h0->typed_data(), reverse != 0);
+  });
 }
 
 // ------------------------------------------------------------------------------------------ GRU (reset-after)
@@ -416,7 +417,7 @@ struct GruBackward {
 ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> projected, ffi::Buffer<ffi::F32, 2> weight,
                           ffi::Buffer<ffi::F32, 1> recurrent_bias, ffi::Buffer<ffi::F32, 2> h0,
                           ffi::Buffer<ffi::F32, 1> bias, ffi::ResultBuffer<ffi::F32, 3> hs,
-                          ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse) {
+                          ffi::ResultBuffer<ffi::F32, 3> acts, int64_t reverse, int64_t bf16_products) {
   const long steps = projected.dimensions()[0], batch = projected.dimensions()[1];
   const long hidden = h0.dimensions()[1];
   if (projected.dimensions()[2] != 3 * hidden || recurrent_bias.dimensions()[0] != hidden ||
@@ -430,15 +431,16 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 3> project
   if (steps == 0 || batch == 0) return ffi::Error::Success();
   const GruForward cell{projected.typed_data(), bias.typed_data(), recurrent_bias.typed_data(), h0.typed_data(),
                         hs->typed_data(), acts->typed_data(), batch, hidden};
-  forward_loop(pool, cell, steps, batch, hidden, weight.typed_data(), cell.H0, cell.H, reverse != 0);
-  return ffi::Error::Success();
+  return with_operands(bf16_products, hidden, [&](auto ops) {
+    forward_loop<decltype(ops)>(pool, cell, steps, batch, hidden, weight.typed_data(), cell.H0, cell.H, reverse != 0);
+  });
 }
 
 ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight, ffi::Buffer<ffi::F32, 3> acts,
                            ffi::Buffer<ffi::F32, 3> hs, ffi::Buffer<ffi::F32, 2> h0, ffi::Buffer<ffi::F32, 3> d_hs,
                            ffi::Buffer<ffi::F32, 2> d_h_final, ffi::ResultBuffer<ffi::F32, 3> d_projected,
                            ffi::ResultBuffer<ffi::F32, 3> d_rec, ffi::ResultBuffer<ffi::F32, 2> d_h0,
-                           int64_t reverse) {
+                           int64_t reverse, int64_t bf16_products) {
   const long steps = hs.dimensions()[0], batch = hs.dimensions()[1], hidden = hs.dimensions()[2];
   if (auto error = check_shapes("GRU", 3, steps, batch, hidden, weight.dimensions()[0], weight.dimensions()[1]);
       error.failure()) {
@@ -447,9 +449,10 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> weight
   if (batch == 0) return ffi::Error::Success();
   GruBackward cell(acts.typed_data(), hs.typed_data(), h0.typed_data(), d_hs.typed_data(),
                    d_projected->typed_data(), d_rec->typed_data(), batch, hidden);
-  backward_loop(pool, cell, steps, batch, hidden, weight.typed_data(), d_h_final.typed_data(), cell.DR,
-                d_h0->typed_data(), reverse != 0);
-  return ffi::Error::Success();
+  return with_operands(bf16_products, hidden, [&](auto ops) {
+    backward_loop<decltype(ops)>(pool, cell, steps, batch, hidden, weight.typed_data(), d_h_final.typed_data(),
+                                 cell.DR, d_h0->typed_data(), reverse != 0);
+  });
 }
 
 }  // namespace
@@ -465,7 +468,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmForward, LstmForwardImpl,
                                   .Ret<Array3>()
                                   .Ret<Array3>()
                                   .Ret<Array3>()
-                                  .Attr<int64_t>("reverse"));
+                                  .Attr<int64_t>("reverse")
+                                  .Attr<int64_t>("bf16_products"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmBackward, LstmBackwardImpl,
                               ffi::Ffi::Bind()
@@ -480,7 +484,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxLstmBackward, LstmBackwardImpl,
                                   .Ret<Array3>()
                                   .Ret<Array2>()
                                   .Ret<Array2>()
-                                  .Attr<int64_t>("reverse"));
+                                  .Attr<int64_t>("reverse")
+                                  .Attr<int64_t>("bf16_products"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruForward, GruForwardImpl,
                               ffi::Ffi::Bind()
@@ -492,7 +497,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruForward, GruForwardImpl,
                                   .Arg<Array1>()
                                   .Ret<Array3>()
                                   .Ret<Array3>()
-                                  .Attr<int64_t>("reverse"));
+                                  .Attr<int64_t>("reverse")
+                                  .Attr<int64_t>("bf16_products"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruBackward, GruBackwardImpl,
                               ffi::Ffi::Bind()
@@ -506,5 +512,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxGruBackward, GruBackwardImpl,
                                   .Ret<Array3>()
                                   .Ret<Array3>()
                                   .Ret<Array2>()
-                                  .Attr<int64_t>("reverse"));
+                                  .Attr<int64_t>("reverse")
+                                  .Attr<int64_t>("bf16_products"));
 

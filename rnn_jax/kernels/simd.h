@@ -207,14 +207,6 @@ void rows_times_panel(const float* a, long ldk, int rows, const float* bp, int d
   }
 }
 
-// dst[k·batch + b] = src[b·ld_src + k] for every row b and k in [begin, end): a chunk's units of h (or d_pre) into
-// the k-major copy that the next step's product reads.
-inline void to_k_major(float* dst, const float* src, long ld_src, long batch, long begin, long end) {
-  for (long b = 0; b < batch; ++b) {
-    for (long k = begin; k < end; ++k) dst[k * batch + b] = src[b * ld_src + k];
-  }
-}
-
 // ------------------------------------------------------------------------------------------ phased work
 // A loop is a sequence of phases (weight packing, then one per time step); each phase splits into `chunks`
 // independent pieces over the hidden units, and phase p may start once all of phase p-1 is done. The caller and
