@@ -68,22 +68,27 @@ PRODUCT_FORMS = {"float32": (jnp.float32, None), "bf16 operands, float32 sums": 
                  "bf16 operands, bf16 result": (jnp.bfloat16, None)}
 
 
-def product_rate(m: int, k: int, n: int, dtype, accumulate, rounds: int = 5, min_seconds: float = 0.3,
-                 precision=None) -> float:
-    """FLOP/s of one jitted (m, k) x (k, n) product with operands in `dtype`: the best of `rounds`, each calling
-    it until `min_seconds` have passed (at least once)."""
-    a = jax.random.normal(jax.random.key(0), (m, k)).astype(dtype)
-    b = jax.random.normal(jax.random.key(1), (k, n)).astype(dtype)
-    f = jax.jit(lambda x, y: jnp.matmul(x, y, precision=precision, preferred_element_type=accumulate))
-    f(a, b).block_until_ready()
-    best = 0.0
+def best_seconds_per_call(f, *args, rounds: int = 5, min_seconds: float = 0.3) -> float:
+    """Seconds per call of the jitted `f(*args)` after one warm-up call: the best of `rounds`, each calling it
+    until `min_seconds` have passed (at least once)."""
+    f(*args).block_until_ready()
+    best = float("inf")
     for _ in range(rounds):
         calls, start = 0, time.perf_counter()
         while calls == 0 or time.perf_counter() - start < min_seconds:
-            f(a, b).block_until_ready()
+            f(*args).block_until_ready()
             calls += 1
-        best = max(best, 2 * m * k * n * calls / (time.perf_counter() - start))
+        best = min(best, (time.perf_counter() - start) / calls)
     return best
+
+
+def product_rate(m: int, k: int, n: int, dtype, accumulate, rounds: int = 5, min_seconds: float = 0.3,
+                 precision=None) -> float:
+    """FLOP/s of one jitted (m, k) x (k, n) product with operands in `dtype` (`best_seconds_per_call`)."""
+    a = jax.random.normal(jax.random.key(0), (m, k)).astype(dtype)
+    b = jax.random.normal(jax.random.key(1), (k, n)).astype(dtype)
+    f = jax.jit(lambda x, y: jnp.matmul(x, y, precision=precision, preferred_element_type=accumulate))
+    return 2 * m * k * n / best_seconds_per_call(f, a, b, rounds=rounds, min_seconds=min_seconds)
 
 
 LOOP_SHAPES = ((32, 20), (32, 256), (16, 256), (20, 200), (20, 650))  # (B, H): notes, shakespeare_char, long, Zaremba
@@ -93,7 +98,7 @@ LOOP_STEPS = 64
 def loop_step_seconds(batch: int, hidden: int, bf16: bool, steps: int = LOOP_STEPS, rounds: int = 5,
                       min_seconds: float = 0.3) -> float:
     """Seconds per time step of the native LSTM loop, forward then backward (`rnn_jax.kernels.recurrent`), with
-    bf16 dot products or float32 operands: the best of `rounds`."""
+    bf16 dot products or float32 operands (`best_seconds_per_call`)."""
     from rnn_jax import kernels
 
     keys = jax.random.split(jax.random.key(0), 3)
@@ -105,16 +110,9 @@ def loop_step_seconds(batch: int, hidden: int, bf16: bool, steps: int = LOOP_STE
         hs, cs, acts = kernels.lstm_forward(projected, W, h0, c0, bf16_products=bf16)
         return kernels.lstm_backward(W, acts, cs, c0, d_hs, h0, c0, bf16_products=bf16)[0]
 
-    f, d_hs = jax.jit(forward_backward), jax.random.normal(keys[2], (steps, batch, hidden))
-    f(projected, W, d_hs).block_until_ready()
-    best = float("inf")
-    for _ in range(rounds):
-        calls, start = 0, time.perf_counter()
-        while calls == 0 or time.perf_counter() - start < min_seconds:
-            f(projected, W, d_hs).block_until_ready()
-            calls += 1
-        best = min(best, (time.perf_counter() - start) / calls / steps)
-    return best
+    d_hs = jax.random.normal(keys[2], (steps, batch, hidden))
+    return best_seconds_per_call(jax.jit(forward_backward), projected, W, d_hs, rounds=rounds,
+                                 min_seconds=min_seconds) / steps
 
 
 def loop_table(cpu: dict) -> list[dict]:

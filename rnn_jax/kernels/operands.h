@@ -19,11 +19,15 @@
 namespace {
 
 #if defined(__AVX512F__)
+// The element offsets i·stride, i < 16, of a column: where a scatter writes one row down it.
+inline __m512i column_offsets(long stride) {
+  return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                            _mm512_set1_epi32(static_cast<int>(stride)));
+}
+
 // dst[i·stride] = src[i] for i < n (n <= 16): one row of W or h written down a column of a panel or copy.
 inline void scatter_column(float* dst, long stride, const float* src, int n) {
-  const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32(static_cast<int>(stride)));
-  _mm512_mask_i32scatter_ps(dst, static_cast<__mmask16>((1u << n) - 1), index,
+  _mm512_mask_i32scatter_ps(dst, static_cast<__mmask16>((1u << n) - 1), column_offsets(stride),
                             reinterpret_cast<__m512>(load_n(src, n)), 4);
 }
 #endif
@@ -103,9 +107,8 @@ inline __m512i bf16_pairs(const float* src, int n) {
 
 // dst[i·stride] = pair i of src[0, n) for i < n / 2: a row written down a column of pairs.
 inline void scatter_pair_column(uint32_t* dst, long stride, const float* src, int n) {
-  const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32(static_cast<int>(stride)));
-  _mm512_mask_i32scatter_epi32(dst, static_cast<__mmask16>((1u << (n / 2)) - 1), index, bf16_pairs(src, n), 4);
+  _mm512_mask_i32scatter_epi32(dst, static_cast<__mmask16>((1u << (n / 2)) - 1), column_offsets(stride),
+                               bf16_pairs(src, n), 4);
 }
 
 // C[r, 0:16] = sum over pairs k of A[r, 2k] Bp[2k, :] + A[r, 2k+1] Bp[2k+1, :] for r < ROWS: A's pairs k-major
@@ -140,13 +143,13 @@ struct Bf16Operands {
                                uint16_t* packed) {
     for_each_panel_row(W, gates, hidden, panels, first, last, [&](long offset, int c, long unit, const float* row) {
       auto* panel = reinterpret_cast<uint32_t*>(packed + offset);
+      if (unit >= hidden) {
+        for (long pair = 0; pair < hidden / 2; ++pair) panel[pair * kLanes + c] = 0;
+        return;
+      }
       for (long k = 0; k < hidden; k += 2 * kLanes) {
-        if (unit < hidden) {
-          scatter_pair_column(panel + (k / 2) * kLanes + c, kLanes, row + k,
-                              static_cast<int>(std::min<long>(2 * kLanes, hidden - k)));
-        } else {
-          for (long pair = k / 2; pair < std::min(k / 2 + kLanes, hidden / 2); ++pair) panel[pair * kLanes + c] = 0;
-        }
+        scatter_pair_column(panel + (k / 2) * kLanes + c, kLanes, row + k,
+                            static_cast<int>(std::min<long>(2 * kLanes, hidden - k)));
       }
     });
   }
