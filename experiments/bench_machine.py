@@ -4,10 +4,11 @@ native recurrent loop's step time by operand format.
 
 Command:  python -m experiments.bench_machine
 Expected: the CPU, then GFLOP/s of XLA's matrix products at the language models' shapes in three forms: float32,
-          bf16 operands with float32 sums (`rnn_jax.precision`'s form) and bf16 operands with a bf16 result; then
+          bf16 operands with float32 sums (`rnn_jax.precision`'s form) and bf16 operands with a bf16 result; the
+          weight-gradient products a^T b as XLA runs them and as `precision.transposed_product` does; then
           microseconds per step of the native LSTM loop (forward and backward) with float32 operands and with
           bf16 dot products (on CPUs with AVX512-BF16), the measurement behind `kernels._build.bf16_dot_products`.
-Source:   one jitted `jnp.matmul` per shape and form, one jitted `kernels.lstm_forward` + `lstm_backward` per
+Source:   one jitted `jnp.matmul` (or `transposed_product`) per shape and form, one jitted `kernels.lstm_forward` + `lstm_backward` per
           shape and format; best of 5 rounds of at least 0.3 s.
 """
 
@@ -19,6 +20,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+
+from rnn_jax import precision as rnn_precision
+
 
 def matmul_peak() -> float:
     """fp32 matrix-product FLOP/s of this machine, measured now (best of single products, 1024 to 2048)."""
@@ -91,6 +95,32 @@ def product_rate(m: int, k: int, n: int, dtype, accumulate, rounds: int = 5, min
     return 2 * m * k * n / best_seconds_per_call(f, a, b, rounds=rounds, min_seconds=min_seconds)
 
 
+GRADIENT_SHAPES = ((8192, 1024, 512), (8192, 1000, 256), (400, 10000, 200), (700, 2600, 1300), (700, 10000, 650))
+"""(N, I, J) of a^T b summed over N rows: long's [dU dW] and dV, zaremba_small's dV, zaremba_medium's both."""
+GRADIENT_FORMS = {"float32": (jnp.float32, lambda a, b: jnp.matmul(a.T, b)),
+                  "bf16, XLA's a^T b": (jnp.bfloat16, lambda a, b: jnp.matmul(a.T, b, preferred_element_type=jnp.float32)),
+                  "bf16, precision.transposed_product": (jnp.bfloat16, rnn_precision.transposed_product)}
+
+
+def gradient_rate(n: int, i: int, j: int, dtype, product) -> float:
+    """FLOP/s of one jitted weight-gradient product a^T b, a (n, i) and b (n, j) in `dtype`."""
+    a = jax.random.normal(jax.random.key(0), (n, i)).astype(dtype)
+    b = jax.random.normal(jax.random.key(1), (n, j)).astype(dtype)
+    return 2 * n * i * j / best_seconds_per_call(jax.jit(product), a, b)
+
+
+def gradient_table() -> list[dict]:
+    """GFLOP/s of the weight-gradient products by form, printed as a table."""
+    print("\nweight-gradient products a^T b, GFLOP/s\n| N x I x J | " + " | ".join(GRADIENT_FORMS) + " |\n|---|"
+          + "---|" * len(GRADIENT_FORMS))
+    rows = []
+    for n, i, j in GRADIENT_SHAPES:
+        rates = {form: gradient_rate(n, i, j, *types) / 1e9 for form, types in GRADIENT_FORMS.items()}
+        rows.append({"gradient_shape": (n, i, j), "gflops": rates})
+        print(f"| {n} x {i} x {j} | " + " | ".join(f"{rate:,.0f}" for rate in rates.values()) + " |", flush=True)
+    return rows
+
+
 LOOP_SHAPES = ((32, 20), (32, 256), (16, 256), (20, 200), (20, 650))  # (B, H): notes, shakespeare_char, long, Zaremba
 LOOP_STEPS = 64
 
@@ -147,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         rates = {form: product_rate(m, k, n, *types) / 1e9 for form, types in PRODUCT_FORMS.items()}
         rows.append({"shape": (m, k, n), "gflops": rates})
         print(f"| {m} x {k} x {n} | " + " | ".join(f"{rate:,.0f}" for rate in rates.values()) + " |", flush=True)
-    return rows + loop_table(cpu)
+    return rows + gradient_table() + loop_table(cpu)
 
 
 if __name__ == "__main__":

@@ -104,15 +104,17 @@ def rows_product(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
     """`lhs^T rhs` summed over every leading (row) axis: (..., I) and (..., J) -> (I, J), e.g. a weight gradient;
     lhs (...) with one weight per row gives (J,). A 16-bit operand makes it a 16-bit product with float32 sums.
 
-    On one device the leading axes are merged first (a free reshape, and XLA:CPU multiplies by the transposed
-    operand in place). Under a mesh of several devices they stay apart: merging time-major (T, B) axes would
+    On one device the leading axes are merged first (a free reshape) and `precision.transposed_product` runs the
+    product. Under a mesh of several devices they stay apart: merging time-major (T, B) axes would
     interleave each device's batch rows, so XLA would gather every row onto every device and repeat the whole
     batch's work there; apart, each device sums its own rows and XLA adds the partial sums across devices.
     """
     per_row = lhs.ndim == rhs.ndim - 1
     if not several_devices():
         rhs = rhs.reshape(-1, rhs.shape[-1])
-        return precision.matmul(lhs.reshape(-1) if per_row else lhs.reshape(-1, lhs.shape[-1]).T, rhs)
+        if per_row:
+            return precision.matmul(lhs.reshape(-1), rhs)
+        return precision.transposed_product(lhs.reshape(-1, lhs.shape[-1]), rhs)
     lhs, rhs, accumulate = precision.operands(lhs, rhs)
     axes = tuple(range(rhs.ndim - 1))
     if per_row or lhs.size <= rhs.size:

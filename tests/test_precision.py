@@ -36,6 +36,23 @@ def test_products_take_16_bit_operands_and_sum_in_float32():
     np.testing.assert_allclose(got, rounded(a) @ rounded(b), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows, i, j", [(300, 5, 7), (64, 48, 16), (37, 9, 130)])
+def test_the_transposed_product_is_a_16_bit_product_with_float32_sums(rows, i, j):
+    a = jax.random.normal(jax.random.key(0), (rows, i))
+    b = jax.random.normal(jax.random.key(1), (rows, j))
+    np.testing.assert_allclose(precision.transposed_product(a, b), a.T @ b, rtol=1e-5, atol=1e-5)
+    product = jax.jit(precision.transposed_product)
+    got = product(a.astype(jnp.bfloat16), b)
+    assert got.dtype == jnp.float32 and got.shape == (i, j)
+    want = rounded(a).astype(np.float64).T @ rounded(b).astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    if jax.default_backend() == "cpu":  # XLA:CPU widens 16-bit operands of a^T b to float32 unless they are in place
+        compiled = product.lower(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)).compile().as_text()
+        entry = compiled[compiled.index("ENTRY"):]
+        widened = [f"f32[{rows},{i}]", f"f32[{i},{rows}]", f"f32[{rows},{j}]"]
+        assert not any(shape in entry for shape in widened), entry
+
+
 def test_the_policy_casts_floating_leaves_only():
     policy = precision.get("bfloat16")
     tree = {"w": jnp.ones((2, 2)), "ids": jnp.arange(3), "none": None}

@@ -145,7 +145,7 @@ class Recurrence(NamedTuple):
 # from folding the transpose back into the product.
 DENSE = Recurrence(prepare=lambda W: jax.lax.optimization_barrier(W.T), apply=lambda W_t, h: precision.matmul(h, W_t),
                    transpose=lambda W, d_rec: precision.matmul(d_rec, W),
-                   weight_grad=lambda R, h_prev, d_rec: parallel.rows_product(*precision.like(R, h_prev, d_rec)).T,
+                   weight_grad=lambda R, h_prev, d_rec: parallel.rows_product(*precision.like(R, d_rec, h_prev)),
                    dense=True)
 
 DIAGONAL = Recurrence(prepare=lambda w: w, apply=lambda w, h: h * w, transpose=lambda w, d_rec: d_rec * w,
