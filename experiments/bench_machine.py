@@ -72,9 +72,14 @@ PRODUCT_FORMS = {"float32": (jnp.float32, None), "bf16 operands, float32 sums": 
                  "bf16 operands, bf16 result": (jnp.bfloat16, None)}
 
 
-def best_seconds_per_call(f, *args, rounds: int = 5, min_seconds: float = 0.3) -> float:
-    """Seconds per call of the jitted `f(*args)` after one warm-up call: the best of `rounds`, each calling it
-    until `min_seconds` have passed (at least once)."""
+ROUNDS, MIN_SECONDS = 5, 0.3  # each timing: the best of ROUNDS rounds of at least MIN_SECONDS
+
+
+def best_seconds_per_call(f, *args, rounds: int | None = None, min_seconds: float | None = None) -> float:
+    """Seconds per call of the jitted `f(*args)` after one warm-up call: the best of `rounds` (ROUNDS), each
+    calling it until `min_seconds` (MIN_SECONDS) have passed (at least once)."""
+    rounds = ROUNDS if rounds is None else rounds
+    min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
     f(*args).block_until_ready()
     best = float("inf")
     for _ in range(rounds):
@@ -86,8 +91,8 @@ def best_seconds_per_call(f, *args, rounds: int = 5, min_seconds: float = 0.3) -
     return best
 
 
-def product_rate(m: int, k: int, n: int, dtype, accumulate, rounds: int = 5, min_seconds: float = 0.3,
-                 precision=None) -> float:
+def product_rate(m: int, k: int, n: int, dtype, accumulate, rounds: int | None = None,
+                 min_seconds: float | None = None, precision=None) -> float:
     """FLOP/s of one jitted (m, k) x (k, n) product with operands in `dtype` (`best_seconds_per_call`)."""
     a = jax.random.normal(jax.random.key(0), (m, k)).astype(dtype)
     b = jax.random.normal(jax.random.key(1), (k, n)).astype(dtype)
@@ -125,8 +130,8 @@ LOOP_SHAPES = ((32, 20), (32, 256), (16, 256), (20, 200), (20, 650))  # (B, H): 
 LOOP_STEPS = 64
 
 
-def loop_step_seconds(batch: int, hidden: int, bf16: bool, steps: int = LOOP_STEPS, rounds: int = 5,
-                      min_seconds: float = 0.3) -> float:
+def loop_step_seconds(batch: int, hidden: int, bf16: bool, steps: int = LOOP_STEPS, rounds: int | None = None,
+                      min_seconds: float | None = None) -> float:
     """Seconds per time step of the native LSTM loop, forward then backward (`rnn_jax.kernels.recurrent`), with
     bf16 dot products or float32 operands (`best_seconds_per_call`)."""
     from rnn_jax import kernels

@@ -6,6 +6,8 @@ from rnn_jax import kernels
 
 def test_product_rates_and_loop_tables(monkeypatch, capsys):
     monkeypatch.setattr(bench_machine, "PRODUCT_SHAPES", ((32, 16, 8),))
+    monkeypatch.setattr(bench_machine, "ROUNDS", 1)
+    monkeypatch.setattr(bench_machine, "MIN_SECONDS", 0.0)
     monkeypatch.setattr(bench_machine, "GRADIENT_SHAPES", ((24, 8, 16),))
     monkeypatch.setattr(bench_machine, "LOOP_SHAPES", ((3, 34),))
     monkeypatch.setattr(bench_machine, "LOOP_STEPS", 4)
