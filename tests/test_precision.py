@@ -51,6 +51,9 @@ def test_the_transposed_product_is_a_16_bit_product_with_float32_sums(rows, i, j
         entry = compiled[compiled.index("ENTRY"):]
         widened = [f"f32[{rows},{i}]", f"f32[{i},{rows}]", f"f32[{rows},{j}]"]
         assert not any(shape in entry for shape in widened), entry
+    stacked = jnp.stack([a, 2 * a]).astype(jnp.bfloat16), jnp.stack([b, b]).astype(jnp.bfloat16)
+    np.testing.assert_allclose(jax.jit(jax.vmap(precision.transposed_product))(*stacked),
+                               jnp.stack([want, 2 * want]), rtol=1e-5, atol=2e-4)
 
 
 def test_the_policy_casts_floating_leaves_only():
