@@ -8,8 +8,8 @@ Expected: the CPU, then GFLOP/s of XLA's matrix products at the language models'
           weight-gradient products a^T b as XLA runs them and as `precision.transposed_product` does; then
           microseconds per step of the native LSTM loop (forward and backward) with float32 operands and with
           bf16 dot products (on CPUs with AVX512-BF16), the measurement behind `kernels._build.bf16_dot_products`.
-Source:   one jitted `jnp.matmul` (or `transposed_product`) per shape and form, one jitted `kernels.lstm_forward` + `lstm_backward` per
-          shape and format; best of 5 rounds of at least 0.3 s.
+Source:   one jitted `jnp.matmul` (or `transposed_product`) per shape and form, one jitted
+          `kernels.lstm_forward` + `lstm_backward` per shape and format; best of 5 rounds of at least 0.3 s.
 """
 
 from __future__ import annotations
@@ -102,9 +102,11 @@ def product_rate(m: int, k: int, n: int, dtype, accumulate, rounds: int | None =
 
 GRADIENT_SHAPES = ((8192, 1024, 512), (8192, 1000, 256), (400, 10000, 200), (700, 2600, 1300), (700, 10000, 650))
 """(N, I, J) of a^T b summed over N rows: long's [dU dW] and dV, zaremba_small's dV, zaremba_medium's both."""
-GRADIENT_FORMS = {"float32": (jnp.float32, lambda a, b: jnp.matmul(a.T, b)),
-                  "bf16, XLA's a^T b": (jnp.bfloat16, lambda a, b: jnp.matmul(a.T, b, preferred_element_type=jnp.float32)),
-                  "bf16, precision.transposed_product": (jnp.bfloat16, rnn_precision.transposed_product)}
+GRADIENT_FORMS = {
+    "float32": (jnp.float32, lambda a, b: jnp.matmul(a.T, b)),
+    "bf16, XLA's a^T b": (jnp.bfloat16, lambda a, b: jnp.matmul(a.T, b, preferred_element_type=jnp.float32)),
+    "bf16, precision.transposed_product": (jnp.bfloat16, rnn_precision.transposed_product),
+}
 
 
 def gradient_rate(n: int, i: int, j: int, dtype, product) -> float:
