@@ -88,8 +88,9 @@ def test_flax_linen_and_nnx_run_it():
 
 
 @pytest.mark.parametrize("how", ["object", "registered", "import path"])
-def test_the_language_model_takes_it(how):
+def test_the_language_model_takes_it(how, monkeypatch):
     if how == "registered":
+        monkeypatch.setattr(cells, "CELLS", dict(cells.CELLS))  # the registration ends with the test
         cells.register_cell("user_diag", cell, replace=True)
     name = {"object": "lstm", "registered": "user_diag", "import path": "usercells:diag_cell"}[how]
     config = LMConfig(vocab_size=11, embed_size=E, hidden_size=H, num_layers=2, cell=name)
