@@ -1,5 +1,6 @@
 """The native loop kernels (`rnn_jax.kernels`) against a `lax.scan` oracle, and their use by `fused_scan`."""
 
+import functools
 import shutil
 
 import jax
@@ -176,6 +177,7 @@ def test_vmap_folds_the_mapped_axis_into_one_kernel_call(cell):
     weights = jax.random.normal(jax.random.key(2), (3, 2, steps, H))
     carry = cell.initial_state(H, (2,))  # shared by every example: broadcast into the folded rows
 
+    @functools.partial(jax.jit, static_argnums=0)
     def per_example(native):
         loss = fused_loss(cell, native)
         return jax.vmap(jax.value_and_grad(loss, (0, 2)), in_axes=(None, None, 0, 0))(params, carry, xs, weights)
@@ -193,13 +195,14 @@ def test_vmap_over_weights_and_nested_vmap():
     steps, E, H = 4, 3, 6
     members = jax.vmap(lambda k: lstm.init(k, E, H))(jax.random.split(jax.random.key(0), 3))
     xs = jax.random.normal(jax.random.key(1), (3, 2, steps, E))
-    run = lambda native: jax.vmap(lambda p, x: fused_scan(lstm, p, lstm.initial_state(H, (2,)), x,
-                                                          native=native)[1])(members, xs)
+    run = jax.jit(lambda native: jax.vmap(lambda p, x: fused_scan(lstm, p, lstm.initial_state(H, (2,)), x,
+                                                                  native=native)[1])(members, xs), static_argnums=0)
     np.testing.assert_allclose(run(True), run(False), rtol=1e-5, atol=1e-6)
     params = lstm.init(jax.random.key(2), E, H)
     nested_xs = jax.random.normal(jax.random.key(3), (2, 3, steps, E))  # two vmaps over single sequences
-    nested = lambda native: jax.vmap(jax.vmap(lambda x: fused_scan(lstm, params, lstm.initial_state(H), x,
-                                                                   native=native)[1]))(nested_xs)
+    nested = jax.jit(lambda native: jax.vmap(jax.vmap(lambda x: fused_scan(lstm, params, lstm.initial_state(H), x,
+                                                                           native=native)[1]))(nested_xs),
+                     static_argnums=0)
     np.testing.assert_allclose(nested(True), nested(False), rtol=1e-5, atol=1e-6)
     assert f"f32[{steps},6,{4 * H}]" in str(jax.make_jaxpr(lambda: nested(True))())
 

@@ -130,7 +130,7 @@ BF16_DOT = pytest.mark.skipif("avx512_bf16" not in _build.cpu_flags().split(),
 
 
 @NATIVE
-@pytest.mark.parametrize("hidden", [8, 66, 80])
+@pytest.mark.parametrize("hidden", [8, 66, pytest.param(80, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("cell, opts", [(lstm, {}), (gru, {"reset_after": True})], ids=["lstm", "gru_reset_after"])
 def test_the_native_loop_with_bf16_weights_matches_the_xla_loop(cell, opts, hidden):
     params = precision.get("bfloat16").cast_to_compute(cell.init(jax.random.key(0), E, hidden, **opts))
