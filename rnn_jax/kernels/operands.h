@@ -182,12 +182,9 @@ struct Bf16Operands {
   static void product(const uint16_t* a, long batch, const uint16_t* panel, long depth, float* c, long ldc) {
     const auto* pairs = reinterpret_cast<const uint32_t*>(a);
     const auto* bp = reinterpret_cast<const uint32_t*>(panel);
-    const int rows = static_cast<int>(batch), blocks = (rows + kMaxRows - 1) / kMaxRows;
-    for (int start = 0, b = 0; b < blocks; ++b) {
-      const int size = (rows - start) / (blocks - b);
+    for_row_blocks(static_cast<int>(batch), [&](int start, int size) {
       kPanelBf16Table[size - 1](pairs + start, batch, bp, static_cast<int>(depth / 2), c + start * ldc, ldc);
-      start += size;
-    }
+    });
   }
 };
 #endif

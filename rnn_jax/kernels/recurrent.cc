@@ -17,8 +17,9 @@
 //
 // Shapes (float32, row-major): P (U x_t without the bias), acts, d_pre (T, B, 4H); b (4H,); hs, cs, dhs (T, B, H);
 // W (4H, H) with gate blocks in the order i, f, o, g; h0, c0, dh_T, dc_T (B, H). The bias is added here rather
-// than to P in XLA, which would be one more pass over the (T, B, 4H) products (2.7% of a `long` train step). Attribute `reverse` (0/1) runs time backwards, as lax.scan;
-// `bf16_products` (0/1) picks the per-step product's operand format (operands.h).
+// than to P in XLA, which would be one more pass over the (T, B, 4H) products (2.7% of a `long` train step).
+// Attribute `reverse` (0/1) runs time backwards, as lax.scan; `bf16_products` (0/1) picks the per-step product's
+// operand format (operands.h).
 // Built by rnn_jax/kernels/_build.py with the machine's own instruction set (-march=native).
 
 #include "operands.h"

@@ -50,9 +50,9 @@ def lstm_forward(projected: jax.Array, W: jax.Array, h0: jax.Array, c0: jax.Arra
 
 def lstm_backward(W, acts, cs, c0, d_hs, d_h_final, d_c_final, *, reverse: bool = False, bf16_products: bool = False):
     """Backward of `lstm_forward` through the loop: `(d_projected (T, B, 4H), d_h0 (B, H), d_c0 (B, H))`.
-    bf16_products: d_projected W with both rounded to bf16, float32 sums (as `lstm_forward`).
 
     d_projected is also the cotangent of every step's W h_{t-1}; the caller turns it into dW, dU, db and dx.
+    bf16_products: multiply d_projected by W with both rounded to bf16, float32 sums (as `lstm_forward`).
     """
     _build.require()
 

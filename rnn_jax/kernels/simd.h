@@ -197,14 +197,22 @@ constexpr auto make_rows_table(Pick pick, std::integer_sequence<int, R...>) {
 const auto kPanelTable = make_rows_table([](auto rows) -> PanelFn { return &panel_product<rows()>; },
                                          std::make_integer_sequence<int, kMaxRows>{});
 
-// All rows of A (rows x depth, k-major with stride ldk) times one packed panel, in blocks of at most kMaxRows rows.
-void rows_times_panel(const float* a, long ldk, int rows, const float* bp, int depth, float* c, long ldc) {
-  int blocks = (rows + kMaxRows - 1) / kMaxRows;
+// block(start, size) for rows [0, rows) in near-equal blocks of at most kMaxRows rows: one micro-kernel call each.
+template <typename Block>
+inline void for_row_blocks(int rows, Block&& block) {
+  const int blocks = (rows + kMaxRows - 1) / kMaxRows;
   for (int start = 0, b = 0; b < blocks; ++b) {
-    int size = (rows - start) / (blocks - b);
-    kPanelTable[size - 1](a + start, ldk, bp, depth, c + start * ldc, ldc);
+    const int size = (rows - start) / (blocks - b);
+    block(start, size);
     start += size;
   }
+}
+
+// All rows of A (rows x depth, k-major with stride ldk) times one packed panel, in blocks of at most kMaxRows rows.
+void rows_times_panel(const float* a, long ldk, int rows, const float* bp, int depth, float* c, long ldc) {
+  for_row_blocks(rows, [&](int start, int size) {
+    kPanelTable[size - 1](a + start, ldk, bp, depth, c + start * ldc, ldc);
+  });
 }
 
 // ------------------------------------------------------------------------------------------ phased work
